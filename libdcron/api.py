@@ -1,0 +1,277 @@
+"""The public API every node serves, one method per command.
+
+Each method takes the request body (a JSON object already decoded by the transport), validates it,
+and returns the reply body.  Errors are :class:`DcronError` subclasses; the transport turns them
+into error replies.  The CLI is a thin client of these commands.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .abc import EXECUTIONS, JOBS
+from .errors import ConflictError, NotFoundError, UnavailableError, ValidationError
+from .model import Execution, Job, format_instant, utcnow, validate_name
+from .schedule import parse_schedule
+
+if TYPE_CHECKING:
+    from .node import Node
+
+MAX_SCRIPT = 4 * 1024 * 1024
+MAX_PAGE = 500
+LOG_CHUNK = 1024 * 1024
+
+
+def _str(body: dict[str, Any], key: str, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise ValidationError(f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{key} must be a string")
+    return value
+
+
+def _int(body: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValidationError(f"{key} must be an integer between {lo} and {hi}")
+    return value
+
+
+class Api:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "PING": self.ping,
+            "STATUS": self.status,
+            "SCHEDULE": self.schedule,
+            "ENABLE": self.enable,
+            "DISABLE": self.disable,
+            "LIST": self.list,
+            "SHOW": self.show,
+            "EXECUTIONS": self.executions,
+            "LOGS": self.logs,
+            "RUN": self.run,
+            "DISPATCH": node.worker.dispatch,
+            "RUN_NOW": self.run_now,
+        }
+
+    def handle(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        handler = self.commands.get(command)
+        if handler is None:
+            raise ValidationError(f"command {command} is not served by this node")
+        return handler(body)
+
+    # -- health ------------------------------------------------------------------------------
+
+    def ping(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"node": self.node.node_id, "time": format_instant(utcnow())}
+
+    def status(self, body: dict[str, Any]) -> dict[str, Any]:
+        node = self.node
+        leader = node.election.leader()
+        return {
+            "node": node.node_id,
+            "endpoint": node.endpoint,
+            "is_leader": node.election.is_leader(),
+            "leader": leader.to_wire() if leader else None,
+            "members": [m.to_wire() for m in node.election.members()],
+            "capacity": node.worker.capacity,
+            "running": node.worker.running(),
+            "outbox": node.recorder.pending(),
+            "store": node.settings.store,
+            "objects": node.settings.objects,
+            "election": node.settings.election,
+        }
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def _get_job(self, name: str) -> Job:
+        validate_name(name)
+        try:
+            return Job.from_doc(self.node.store.get(JOBS, name))
+        except NotFoundError:
+            raise NotFoundError(f"no job named {name!r}") from None
+
+    def schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = validate_name(body.get("name"))
+        expression = _str(body, "schedule") or ""
+        tz = _str(body, "tz", required=False) or "UTC"
+        parse_schedule(expression, tz)  # raises with position and reason
+        interpreter = _str(body, "interpreter") or ""
+        known = self.node.plugins.interpreters()
+        if interpreter not in known:
+            raise ValidationError(f"unknown interpreter {interpreter!r}; this node knows {', '.join(sorted(known))}")
+        timeout = _int(body, "timeout", 0, 0, 366 * 24 * 3600)
+        max_attempts = _int(body, "max_attempts", 3, 1, 100)
+        update = bool(body.get("update", False))
+        script, sha = self._script(body, name, known[interpreter].suffix)
+        now = format_instant(utcnow())
+        job = Job(
+            name=name,
+            schedule=expression,
+            interpreter=interpreter,
+            script=script,
+            script_sha256=sha,
+            timeout=timeout,
+            tz=tz,
+            max_attempts=max_attempts,
+            created=now,
+            updated=now,
+        ).validate()
+        store = self.node.store
+        try:
+            store.create(JOBS, name, job.to_doc())
+            return {"job": job.to_doc(), "created": True, "next": self._next(job, 1)}
+        except ConflictError:
+            if not update:
+                raise ConflictError(f"a job named {name!r} already exists; pass --update to change it") from None
+        for _ in range(5):
+            current = self._get_job(name)
+            job = job.with_changes(created=current.created, enabled=current.enabled, version=current.version + 1)
+            try:
+                store.update(JOBS, name, job.to_doc(), current.rev or "")
+                return {"job": job.to_doc(), "created": False, "next": self._next(job, 1)}
+            except ConflictError:
+                continue
+        raise ConflictError(f"job {name!r} is being changed concurrently; try again")
+
+    def _script(self, body: dict[str, Any], name: str, suffix: str) -> tuple[str, str | None]:
+        objects = self.node.objects
+        content = _str(body, "script_content", required=False)
+        if content is not None:
+            try:
+                data = base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValidationError("script_content must be base64") from None
+            if len(data) > MAX_SCRIPT:
+                raise ValidationError(f"script is {len(data)} bytes; at most {MAX_SCRIPT} can be uploaded")
+            sha = hashlib.sha256(data).hexdigest()
+            url = objects.url_for(f"scripts/{name}/{sha}{suffix}")
+            objects.put_bytes(data, url)
+            return url, sha
+        location = _str(body, "script")
+        assert location is not None
+        url = location if "://" in location else objects.url_for(location)
+        store = self.node.resolve_objects(url)
+        if not store.exists(url):
+            raise NotFoundError(f"script {url} not found in object storage; upload it or pass a local file")
+        sha = _str(body, "script_sha256", required=False)
+        return url, sha
+
+    def _next(self, job: Job, count: int) -> list[str]:
+        if not job.enabled:
+            return []
+        schedule = parse_schedule(job.schedule, job.tz)
+        out, at = [], utcnow()
+        for _ in range(count):
+            at = schedule.next_after(at)
+            out.append(format_instant(at))
+        return out
+
+    def _set_enabled(self, body: dict[str, Any], enabled: bool) -> dict[str, Any]:
+        name = _str(body, "name") or ""
+        for _ in range(5):
+            job = self._get_job(name)
+            if job.enabled == enabled:
+                return {"job": job.to_doc(), "changed": False}
+            new = job.with_changes(enabled=enabled, updated=format_instant(utcnow()))
+            try:
+                self.node.store.update(JOBS, name, new.to_doc(), job.rev or "")
+                return {"job": new.to_doc(), "changed": True}
+            except ConflictError:
+                continue
+        raise ConflictError(f"job {name!r} is being changed concurrently; try again")
+
+    def enable(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._set_enabled(body, True)
+
+    def disable(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._set_enabled(body, False)
+
+    def list(self, body: dict[str, Any]) -> dict[str, Any]:
+        docs = self.node.store.find(JOBS, {}, sort=[("name", False)])
+        jobs = []
+        for doc in docs:
+            job = Job.from_doc(doc)
+            entry = job.to_doc()
+            try:
+                nxt = self._next(job, 1)
+            except ValidationError:
+                nxt = []
+            entry["next"] = nxt[0] if nxt else None
+            jobs.append(entry)
+        return {"jobs": jobs}
+
+    def show(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = self._get_job(_str(body, "name") or "")
+        latest = self.node.store.find(
+            EXECUTIONS, {"job": job.name}, sort=[("fire_time", True), ("attempt", True)], limit=1
+        )
+        return {
+            "job": job.to_doc(),
+            "next": self._next(job, _int(body, "count", 3, 1, 100)),
+            "last": Execution.from_doc(latest[0]).to_wire() if latest else None,
+        }
+
+    def executions(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = self._get_job(_str(body, "name") or "")
+        limit = _int(body, "limit", 20, 1, MAX_PAGE)
+        page = _int(body, "page", 1, 1, 1_000_000)
+        docs = self.node.store.find(
+            EXECUTIONS,
+            {"job": job.name},
+            sort=[("fire_time", True), ("attempt", True)],
+            limit=limit,
+            skip=(page - 1) * limit,
+        )
+        return {"executions": [Execution.from_doc(d).to_wire() for d in docs], "page": page, "limit": limit}
+
+    def logs(self, body: dict[str, Any]) -> dict[str, Any]:
+        exec_id = _str(body, "execution") or ""
+        try:
+            ex = Execution.from_doc(self.node.store.get(EXECUTIONS, exec_id))
+        except NotFoundError:
+            raise NotFoundError(f"no execution {exec_id!r}") from None
+        if not ex.log:
+            state = "still running" if not ex.status.terminal else "has no uploaded log (yet)"
+            raise NotFoundError(f"execution {exec_id} {state}")
+        offset = _int(body, "offset", 0, 0, 1 << 50)
+        length = _int(body, "length", LOG_CHUNK, 1, LOG_CHUNK)
+        store = self.node.resolve_objects(ex.log)
+        size = store.stat(ex.log).size
+        data = store.read_range(ex.log, offset, length) if offset < size else b""
+        return {
+            "url": ex.log,
+            "offset": offset,
+            "size": size,
+            "data": base64.b64encode(data).decode(),
+            "eof": offset + len(data) >= size,
+        }
+
+    # -- manual runs ---------------------------------------------------------------------------
+
+    def run(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = self._get_job(_str(body, "name") or "")
+        node = self.node
+        if node.leader is not None and node.leader.active:
+            return node.leader.run_now(job)
+        leader = node.election.leader()
+        if leader is None:
+            raise UnavailableError("no leader is elected yet; try again in a few seconds")
+        return node.transport.request(leader.endpoint, "RUN_NOW", {"name": job.name}, timeout=5.0, retries=0)
+
+    def run_now(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = self._get_job(_str(body, "name") or "")
+        leader = self.node.leader
+        if leader is None or not leader.active:
+            raise UnavailableError(f"node {self.node.node_id} is not the leader")
+        return leader.run_now(job)

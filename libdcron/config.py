@@ -1,0 +1,97 @@
+"""Node settings: defaults, an optional TOML file, ``DCRON_*`` environment variables, flags.
+
+Precedence, highest first: command-line flag, environment variable, config file, default.  The
+config file is TOML with a ``[node]`` table for ``dcrond`` and a ``[client]`` table for ``dcron``::
+
+    [node]
+    data_dir = "/var/lib/dcron"
+    listen = "tcp://0.0.0.0:7571"
+    advertise = "tcp://node1.example.com:7571"
+    store = "http://couchdb:5984/dcron"
+    objects = "s3://my-bucket/dcron"
+    election = "zk://zk1:2181,zk2:2181,zk3:2181/dcron"
+    capacity = 8
+
+    [node.options]          # passed to plugins (session_timeout, s3_endpoint_url, ...)
+    session_timeout = 4
+
+    [client]
+    endpoint = "tcp://node1:7571,tcp://node2:7571"
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ValidationError
+
+DEFAULT_PORT = 7571
+DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "dcron"
+
+
+def load_config_file(path: str | None) -> dict[str, Any]:
+    """Read a TOML config file; ``None`` reads nothing."""
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ValidationError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValidationError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+@dataclass
+class NodeSettings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    listen: str = DEFAULT_ENDPOINT
+    advertise: str | None = None
+    node_id: str | None = None
+    store: str | None = None
+    objects: str | None = None
+    election: str | None = None
+    capacity: int = 4
+    log_cap: int = 10 * 1024 * 1024
+    lookback: float = 300.0
+    lead: float = 0.5
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> NodeSettings:
+        """Fill the defaults that depend on other settings; validate."""
+        data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.capacity < 1:
+            raise ValidationError(f"capacity must be at least 1, got {self.capacity}")
+        if not self.listen.startswith(("tcp://", "ipc://")):
+            raise ValidationError(f"listen must be a ZeroMQ endpoint like tcp://127.0.0.1:7571, got {self.listen!r}")
+        advertise = self.advertise or self.listen.replace("0.0.0.0", socket.gethostname()).replace(
+            "*", socket.gethostname()
+        )
+        node_id = self.node_id or f"{socket.gethostname()}-{advertise.rsplit(':', 1)[-1]}"
+        return NodeSettings(
+            data_dir=data_dir,
+            listen=self.listen,
+            advertise=advertise,
+            node_id=node_id,
+            store=self.store or f"sqlite://{data_dir / 'dcron.sqlite3'}",
+            objects=self.objects or f"file://{data_dir / 'objects'}",
+            election=self.election or f"file://{data_dir / 'election'}",
+            capacity=self.capacity,
+            log_cap=self.log_cap,
+            lookback=self.lookback,
+            lead=self.lead,
+            options=dict(self.options),
+        )
+
+    def plugin_options(self) -> dict[str, Any]:
+        return {"data_dir": str(self.data_dir), **self.options}

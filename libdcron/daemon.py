@@ -1,0 +1,156 @@
+"""``dcrond``: run one dcron node until SIGTERM or SIGINT.
+
+With no option at all it runs on embedded defaults: a SQLite document store, a local folder as
+object storage and a file-lock election, all under ``~/.local/share/dcron``.
+
+Exit codes: 0 stopped by a signal; 1 bad configuration; 2 usage error; 3 could not start
+(address in use, data folder not writable, pidfile held by a live process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+import zmq
+
+from .config import DEFAULT_ENDPOINT, NodeSettings, default_data_dir, load_config_file
+from .errors import DcronError, UnavailableError, ValidationError
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_START = 0, 1, 2, 3
+
+log = logging.getLogger("dcrond")
+
+
+def _write_pidfile(path: Path) -> None:
+    if path.exists():
+        try:
+            pid = int(path.read_text().strip() or "0")
+        except ValueError:
+            pid = 0
+        if pid and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                pass
+            else:
+                raise UnavailableError(f"pidfile {path} names live process {pid}; is dcrond already running?")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="DCRON_CONFIG", default=None, help="TOML config file ([node]).")
+@click.option("--data-dir", envvar="DCRON_DATA_DIR", default=None, help=f"Data folder [{default_data_dir()}].")
+@click.option("--listen", envvar="DCRON_LISTEN", default=None, help=f"ZeroMQ bind endpoint [{DEFAULT_ENDPOINT}].")
+@click.option("--advertise", envvar="DCRON_ADVERTISE", default=None,
+              help="Endpoint other nodes use to reach this one [the listen endpoint].")
+@click.option("--node-id", envvar="DCRON_NODE_ID", default=None, help="Unique node name [host-port].")
+@click.option("--store", envvar="DCRON_STORE", default=None,
+              help="Document store URL: sqlite:///path or http://couchdb:5984/prefix.")
+@click.option("--objects", envvar="DCRON_OBJECTS", default=None,
+              help="Object store URL: file:///path, s3://bucket/prefix or swift://container/prefix.")
+@click.option("--election", envvar="DCRON_ELECTION", default=None,
+              help="Election URL: file:///dir (one host) or zk://host:port,.../chroot.")
+@click.option("--capacity", envvar="DCRON_CAPACITY", type=int, default=None, help="Concurrent runs [4].")
+@click.option("--log-cap", envvar="DCRON_LOG_CAP", type=int, default=None, help="Bytes kept per run log [10 MiB].")
+@click.option("--option", "-o", "extra", multiple=True, envvar="DCRON_OPTIONS",
+              help="Plugin option KEY=VALUE (repeatable), e.g. session_timeout=4.")
+@click.option("--pidfile", envvar="DCRON_PIDFILE", default=None, help="Write the PID here.")
+@click.option("--log-level", envvar="DCRON_LOG_LEVEL", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def dcrond(config_path: str | None, log_level: str, pidfile: str | None, extra: tuple[str, ...],
+           **flags: Any) -> None:
+    """Run a dcron node."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = _settings(config_path, flags, extra)
+    except DcronError as exc:
+        click.echo(f"dcrond: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    sys.exit(_serve(settings, Path(pidfile) if pidfile else None))
+
+
+def _settings(config_path: str | None, flags: dict[str, Any], extra: tuple[str, ...]) -> NodeSettings:
+    node_cfg = load_config_file(config_path).get("node", {})
+    if not isinstance(node_cfg, dict):
+        raise ValidationError("the [node] section of the config file must be a table")
+    values: dict[str, Any] = {k: v for k, v in node_cfg.items() if k != "options"}
+    options = dict(node_cfg.get("options", {}))
+    for key, value in flags.items():
+        if value is not None:
+            values[key] = value
+    for item in extra:
+        for part in item.split(",") if "," in item and "=" in item else [item]:
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValidationError(f"plugin option {part!r} must be KEY=VALUE")
+            options[key.strip()] = value.strip()
+    known = set(NodeSettings.__dataclass_fields__) - {"options"}
+    unknown = set(values) - known
+    if unknown:
+        raise ValidationError(f"unknown setting(s) in [node]: {', '.join(sorted(unknown))}")
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    return NodeSettings(**values, options=options).resolved()
+
+
+def _serve(settings: NodeSettings, pidfile: Path | None) -> int:
+    from .node import Node
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if pidfile:
+            _write_pidfile(pidfile)
+        node = Node(settings)
+    except DcronError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_START
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_START
+    starter = threading.Thread(target=_start, args=(node, stop), daemon=True)
+    starter.start()
+    while not stop.wait(0.5):
+        if not starter.is_alive() and getattr(node, "start_failed", False):
+            return EXIT_START
+    node.stop()
+    if pidfile:
+        pidfile.unlink(missing_ok=True)
+    log.info("dcrond stopped")
+    return EXIT_OK
+
+
+def _start(node: Any, stop: threading.Event) -> None:
+    try:
+        node.start()
+    except zmq.ZMQError as exc:
+        log.error("cannot listen on %s: %s", node.settings.listen, exc)
+        node.start_failed = True
+    except DcronError as exc:
+        log.error("cannot start: %s", exc)
+        node.start_failed = True
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        node.start_failed = True
+
+
+def main() -> None:
+    dcrond(prog_name="dcrond")

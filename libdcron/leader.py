@@ -1,0 +1,477 @@
+"""The leader loop: keeps every enabled job's next fire instant and dispatches due runs.
+
+Only the elected node runs a :class:`Leader`.  Its state lives in memory and is rebuilt from the
+document store each time it is elected; nothing in it needs to survive a crash, because the store
+holds what matters (jobs, and one execution document per attempt with a deterministic id).
+
+- **Event-driven**: a heap holds ``(next fire instant, job)`` for every enabled job; the loop sleeps
+  until the earliest one (minus :attr:`lead`) or until a job or execution changes.  No job is
+  looked at until it is due.
+- **No overlap**: while a run of a job is in progress, newer fire times of that job wait in
+  ``pending`` (only the newest is kept) and run once when the current run ends.
+- **Lookback**: when elected, a job whose newest fire time lies within :attr:`lookback` seconds and
+  has no execution yet runs once; older fire times are never run.
+- **Retries**: a ``timeout`` or ``lost`` attempt is retried on another live worker (the same one
+  if it is alone), up to the job's ``max_attempts``.
+- **Dispatch**: round-robin over live members; a busy worker declines and the next is tried;
+  when all decline the run waits and is tried again shortly, never dropped.
+- **Failover**: the execution id of an attempt is deterministic, so a new leader dispatching a fire
+  time the old one already dispatched gets a conflict (``duplicate``) instead of a second run.
+
+Changes reach the leader through the document store's change feed (:meth:`DocumentStore.changes`),
+polled every :attr:`feed_interval` seconds: a job written through any node, an execution completed
+by any worker.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .abc import EXECUTIONS, JOBS, DocumentStore, Election, Member, Transport
+from .errors import ConflictError, DcronError, NotFoundError, UnavailableError
+from .model import Execution, Job, Status, execution_id, format_instant, utcnow
+from .schedule import Schedule, parse_schedule
+
+log = logging.getLogger(__name__)
+
+LOOKBACK = 300.0
+FEED_BATCH = 1000
+
+
+@dataclass
+class Run:
+    """An attempt the leader has started and not yet seen end."""
+
+    fire_time: datetime
+    attempt: int
+    manual: bool = False
+    node: str | None = None  # None while dispatching
+    tried: set[str] = field(default_factory=set)
+    since: float = field(default_factory=time.monotonic)
+
+    def exec_id(self, job: str) -> str:
+        return execution_id(job, self.fire_time, self.attempt)
+
+
+@dataclass
+class JobState:
+    job: Job
+    schedule: Schedule | None
+    generation: int = 0  # bumped when the job changes; stale heap entries are skipped
+    next_fire: datetime | None = None
+    run: Run | None = None
+    pending: tuple[datetime, bool] | None = None  # (fire time, manual) waiting for the run to end
+
+
+class Leader:
+    def __init__(
+        self,
+        node_id: str,
+        store: DocumentStore,
+        election: Election,
+        transport: Transport,
+        lookback: float = LOOKBACK,
+        lead: float = 0.5,
+        feed_interval: float = 0.25,
+        dispatch_threads: int = 16,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.election = election
+        self.transport = transport
+        self.lookback = lookback
+        self.lead = lead
+        self.feed_interval = feed_interval
+        self.clock = clock
+        self.jobs: dict[str, JobState] = {}
+        self._heap: list[tuple[datetime, int, str, int]] = []
+        self._retry: list[tuple[float, int, str]] = []  # (monotonic time, seq, job) dispatch retries
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._active = False
+        self._rr = 0
+        self._pool = ThreadPoolExecutor(max_workers=dispatch_threads, thread_name_prefix="dcron-dispatch")
+        self._threads: list[threading.Thread] = []
+        self._feed_since: str | None = None
+        self.ready = threading.Event()
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._cond:
+            self._active = True
+        for target, name in ((self._main, "dcron-leader"), (self._feed_loop, "dcron-leader-feed")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Step down: discard the in-memory schedule.  Runs in progress go on on their workers."""
+        with self._cond:
+            self._active = False
+            self.jobs.clear()
+            self._heap.clear()
+            self._retry.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        self._threads.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Rebuild the schedule from the store: jobs, runs in progress, lookback."""
+        self._feed_since = self.store.changes(None)[1]
+        jobs = [Job.from_doc(doc) for doc in self.store.find(JOBS, {"enabled": True})]
+        running = [Execution.from_doc(doc) for doc in self.store.find(EXECUTIONS, {"status": "running"})]
+        now = self.clock()
+        with self._cond:
+            for job in jobs:
+                self._upsert(job, now, initial=True)
+            for ex in sorted(running, key=lambda e: (e.fire_time, e.attempt)):
+                js = self.jobs.get(ex.job)
+                if js is not None:
+                    js.run = Run(ex.fire_time, ex.attempt, ex.manual, node=ex.node, tried={ex.node})
+                    if js.pending and js.pending[0] <= ex.fire_time:
+                        js.pending = None
+            for js in self.jobs.values():
+                self._release(js)
+            self._cond.notify_all()
+        log.info("leader loaded %d enabled jobs, %d runs in progress", len(jobs), len(running))
+
+    def _upsert(self, job: Job, now: datetime, initial: bool = False) -> None:
+        """Add or replace a job's state (lock held)."""
+        old = self.jobs.get(job.name)
+        if not job.enabled:
+            if old is not None:
+                old.generation += 1
+                old.job = job
+                old.next_fire = None
+                old.pending = None
+                if old.run is None:
+                    del self.jobs[job.name]
+            return
+        try:
+            schedule = parse_schedule(job.schedule, job.tz)
+        except DcronError as exc:
+            log.error("job %s has an invalid schedule, ignoring it: %s", job.name, exc, extra={"job": job.name})
+            return
+        if old is not None and old.job == job and old.next_fire is not None:
+            return
+        js = old or JobState(job, schedule)
+        js.job, js.schedule = job, schedule
+        js.generation += 1
+        if initial:
+            self._lookback(js, now)
+        js.next_fire = schedule.next_after(now)
+        heapq.heappush(self._heap, (js.next_fire, next(self._seq), job.name, js.generation))
+        self.jobs[job.name] = js
+
+    def _lookback(self, js: JobState, now: datetime) -> None:
+        """Queue the newest fire time within the lookback window if no attempt of it exists."""
+        assert js.schedule is not None
+        newest = js.schedule.newest_at_or_before(now, now - timedelta(seconds=self.lookback))
+        if newest is None:
+            return
+        try:
+            self.store.get(EXECUTIONS, execution_id(js.job.name, newest, 1))
+            return  # already ran (or runs) under a previous leader
+        except NotFoundError:
+            pass
+        log.info("lookback: %s missed %s, running it now", js.job.name, format_instant(newest))
+        js.pending = (newest, False)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        backoff = 0.5
+        while self._active:
+            try:
+                self._load()
+                break
+            except DcronError as exc:
+                log.warning("leader cannot load the schedule yet, retrying in %.1fs: %s", backoff, exc)
+                with self._cond:
+                    self._cond.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+        self.ready.set()
+        last_check = 0.0
+        with self._cond:
+            while self._active:
+                now = self.clock()
+                horizon = now + timedelta(seconds=self.lead)
+                while self._heap and self._heap[0][0] <= horizon:
+                    fire, _, name, generation = heapq.heappop(self._heap)
+                    js = self.jobs.get(name)
+                    if js is None or js.generation != generation or js.schedule is None:
+                        continue
+                    self._due(js, fire)
+                mono = time.monotonic()
+                while self._retry and self._retry[0][0] <= mono:
+                    _, _, name = heapq.heappop(self._retry)
+                    js = self.jobs.get(name)
+                    if js is not None and js.run is not None and js.run.node is None:
+                        self._pool.submit(self._dispatch, name, js.run)
+                if mono - last_check >= 1.0:
+                    last_check = mono
+                    self._cond.release()
+                    try:
+                        self._check_runs()
+                    finally:
+                        self._cond.acquire()
+                wait = 1.0
+                if self._heap:
+                    wait = min(wait, (self._heap[0][0] - horizon).total_seconds())
+                if self._retry:
+                    wait = min(wait, self._retry[0][0] - time.monotonic())
+                if wait > 0:
+                    self._cond.wait(wait)
+
+    def _due(self, js: JobState, fire: datetime) -> None:
+        """A fire time of ``js`` is due (lock held)."""
+        assert js.schedule is not None
+        js.next_fire = js.schedule.next_after(fire)
+        heapq.heappush(self._heap, (js.next_fire, next(self._seq), js.job.name, js.generation))
+        if js.run is not None:
+            log.info(
+                "%s: run of %s still in progress, %s waits (no overlap)",
+                js.job.name,
+                format_instant(js.run.fire_time),
+                format_instant(fire),
+                extra={"job": js.job.name},
+            )
+            js.pending = (fire, False)
+            return
+        self._start(js, fire, 1, False)
+
+    def _release(self, js: JobState) -> None:
+        """Start the run that waited for ``js`` to be free, if any (lock held)."""
+        if js.pending is not None and js.run is None:
+            fire, manual = js.pending
+            js.pending = None
+            self._start(js, fire, 1, manual)
+
+    def _start(self, js: JobState, fire: datetime, attempt: int, manual: bool, tried: set[str] | None = None) -> None:
+        """Start dispatching one attempt (lock held)."""
+        js.run = Run(fire, attempt, manual, tried=set(tried or ()))
+        self._pool.submit(self._dispatch, js.job.name, js.run)
+
+    # -- dispatch (pool threads) -------------------------------------------------------------------
+
+    def _dispatch(self, name: str, run: Run) -> None:
+        with self._cond:
+            js = self.jobs.get(name)
+            if not self._active or js is None or js.run is not run:
+                return
+            job = js.job
+        if self.election.suspended():
+            self._retry_later(name, 0.5)
+            return
+        members = self.election.members()
+        if not members:
+            self._retry_later(name, 1.0)
+            return
+        with self._cond:
+            start = self._rr
+            self._rr += 1
+        ordered = [members[(start + i) % len(members)] for i in range(len(members))]
+        fresh = [m for m in ordered if m.node_id not in run.tried]
+        candidates = fresh or ordered  # the same worker again only when no other is left
+        body = {
+            "job": job.to_doc(),
+            "fire_time": format_instant(run.fire_time),
+            "attempt": run.attempt,
+            "manual": run.manual,
+            "leader": self.node_id,
+        }
+        exec_id = run.exec_id(name)
+        for member in candidates:
+            try:
+                reply = self.transport.request(member.endpoint, "DISPATCH", body, timeout=3.0, retries=0)
+            except UnavailableError as exc:
+                log.warning("%s: worker %s unreachable: %s", exec_id, member.node_id, exc)
+                continue
+            except DcronError as exc:
+                log.warning("%s: worker %s refused: %s", exec_id, member.node_id, exc)
+                continue
+            if reply.get("accepted"):
+                self._mark_running(name, run, member)
+                return
+            if reply.get("duplicate"):
+                self._adopt(name, run)
+                return
+        log.info("%s: every worker declined, retrying in 1s", exec_id, extra={"job": name})
+        self._retry_later(name, 1.0)
+
+    def _retry_later(self, name: str, delay: float) -> None:
+        with self._cond:
+            heapq.heappush(self._retry, (time.monotonic() + delay, next(self._seq), name))
+            self._cond.notify_all()
+
+    def _mark_running(self, name: str, run: Run, member: Member) -> None:
+        with self._cond:
+            run.node = member.node_id
+            run.tried.add(member.node_id)
+            run.since = time.monotonic()
+        log.info("dispatched %s to %s", run.exec_id(name), member.node_id, extra={"job": name})
+
+    def _adopt(self, name: str, run: Run) -> None:
+        """Another leader's dispatch already started this attempt: follow it instead."""
+        try:
+            doc = self.store.get(EXECUTIONS, run.exec_id(name))
+        except DcronError as exc:
+            log.warning("cannot read %s: %s", run.exec_id(name), exc)
+            self._retry_later(name, 1.0)
+            return
+        ex = Execution.from_doc(doc)
+        with self._cond:
+            run.node = ex.node
+            run.tried.add(ex.node)
+        if ex.status.terminal:
+            self._finished(ex)
+
+    # -- completion --------------------------------------------------------------------------------
+
+    def _finished(self, ex: Execution) -> None:
+        with self._cond:
+            js = self.jobs.get(ex.job)
+            run = js.run if js is not None else None
+            if js is None or run is None or run.fire_time != ex.fire_time or run.attempt != ex.attempt:
+                return
+            js.run = None
+            if ex.status.retried and ex.attempt < js.job.max_attempts:
+                log.info(
+                    "%s ended %s; retrying (attempt %d of %d)",
+                    ex.id,
+                    ex.status.value,
+                    ex.attempt + 1,
+                    js.job.max_attempts,
+                    extra={"job": ex.job},
+                )
+                self._start(js, ex.fire_time, ex.attempt + 1, ex.manual, tried=run.tried | {ex.node})
+            elif js.pending is not None:
+                self._release(js)
+            elif not js.job.enabled:
+                del self.jobs[ex.job]
+            self._cond.notify_all()
+
+    def _check_runs(self) -> None:
+        """Once a second: runs on dead workers become ``lost``; missed completions are read back."""
+        live = {m.node_id for m in self.election.members()}
+        with self._cond:
+            runs = [(name, js.run) for name, js in self.jobs.items() if js.run is not None and js.run.node]
+        now = time.monotonic()
+        for name, run in runs:
+            if run.node not in live:
+                self._mark_lost(name, run)
+            elif now - run.since > 5.0:
+                run.since = now  # re-read at most every 5 s per run
+                try:
+                    ex = Execution.from_doc(self.store.get(EXECUTIONS, run.exec_id(name)))
+                except DcronError:
+                    continue
+                if ex.status.terminal:
+                    self._finished(ex)
+
+    def _mark_lost(self, name: str, run: Run) -> None:
+        exec_id = run.exec_id(name)
+        try:
+            doc = self.store.get(EXECUTIONS, exec_id)
+        except NotFoundError:
+            doc = None
+        except DcronError as exc:
+            log.warning("cannot mark %s lost yet: %s", exec_id, exc)
+            return
+        if doc is not None and doc.get("status") != Status.RUNNING.value:
+            self._finished(Execution.from_doc(doc))
+            return
+        reason = f"worker {run.node} left the cluster mid-run"
+        lost = Execution(
+            job=name,
+            fire_time=run.fire_time,
+            attempt=run.attempt,
+            node=run.node or "",
+            status=Status.LOST,
+            started=None,
+            ended=utcnow(),
+            reason=reason,
+            manual=run.manual,
+        )
+        body = lost.to_doc()
+        try:
+            if doc is None:
+                self.store.create(EXECUTIONS, exec_id, body)
+            else:
+                body["started"] = doc.get("started")
+                self.store.update(EXECUTIONS, exec_id, body, doc["_rev"])
+        except ConflictError:
+            return  # it changed under us; the next check reads it again
+        except DcronError as exc:
+            log.warning("cannot mark %s lost yet: %s", exec_id, exc)
+            return
+        log.warning("%s: %s", exec_id, reason, extra={"job": name, "execution": exec_id})
+        self._finished(Execution.from_doc({**body, "_rev": None}))
+
+    # -- change feed -------------------------------------------------------------------------------
+
+    def _feed_loop(self) -> None:
+        while not self.ready.wait(0.2):
+            if not self._active:
+                return
+        while self._active:
+            try:
+                changes, since = self.store.changes(self._feed_since, limit=FEED_BATCH)
+                self._feed_since = since
+                for change in changes:
+                    self._on_change(change.collection, change.doc_id)
+            except DcronError as exc:
+                log.warning("change feed unavailable: %s", exc)
+                time.sleep(1.0)
+                continue
+            if len(changes) < FEED_BATCH:
+                time.sleep(self.feed_interval)
+
+    def _on_change(self, collection: str, doc_id: str) -> None:
+        try:
+            doc = self.store.get(collection, doc_id)
+        except NotFoundError:
+            return
+        if collection == JOBS:
+            job = Job.from_doc(doc)
+            with self._cond:
+                self._upsert(job, self.clock())
+                self._cond.notify_all()
+        elif collection == EXECUTIONS and doc.get("status") != Status.RUNNING.value:
+            self._finished(Execution.from_doc(doc))
+
+    # -- manual runs -------------------------------------------------------------------------------
+
+    def run_now(self, job: Job) -> dict[str, object]:
+        fire = self.clock()
+        with self._cond:
+            js = self.jobs.get(job.name)
+            if js is None:
+                js = JobState(job, None)
+                self.jobs[job.name] = js
+            if js.run is not None:
+                js.pending = (fire, True)
+                return {"queued": True, "fire_time": format_instant(fire)}
+            self._start(js, fire, 1, True)
+            self._cond.notify_all()
+        return {"queued": False, "fire_time": format_instant(fire), "execution": execution_id(job.name, fire, 1)}
+

@@ -1,0 +1,151 @@
+"""A dcron node: one worker, the public API, and the leader loop while elected.
+
+Embed one in your own service::
+
+    from libdcron.config import NodeSettings
+    from libdcron.node import Node
+
+    node = Node(NodeSettings(data_dir="/tmp/dcron", listen="tcp://127.0.0.1:7571"))
+    node.start()
+    ...
+    node.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from .abc import Member, ObjectStore
+from .api import Api
+from .config import NodeSettings
+from .errors import DcronError, UnavailableError
+from .leader import Leader
+from .plugins import Plugins
+from .recorder import Recorder
+from .transport.zmq import ZmqTransport
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    def __init__(self, settings: NodeSettings, plugins: Plugins | None = None) -> None:
+        self.settings = settings.resolved()
+        s = self.settings
+        assert s.node_id and s.store and s.objects and s.election and s.advertise
+        self.node_id: str = s.node_id
+        self.plugins = plugins or Plugins()
+        options = s.plugin_options()
+        self.store = self.plugins.document_store(s.store, options)
+        self.objects = self.plugins.object_store(s.objects, options)
+        self.election = self.plugins.election(s.election, options)
+        self._object_stores: dict[str, ObjectStore] = {}
+        self.node_dir = s.data_dir / "nodes" / self.node_id
+        self.node_dir.mkdir(parents=True, exist_ok=True)
+        self.recorder: Recorder | None = None
+        self.transport = ZmqTransport()
+        self.leader: Leader | None = None
+        self._leader_lock = threading.Lock()
+        self.endpoint = ""
+        self.worker: Worker = None  # type: ignore[assignment]
+        self._stopped = threading.Event()
+
+    def resolve_objects(self, url: str) -> ObjectStore:
+        """The object store for any URL: the configured one, or one made for its scheme."""
+        if self.objects.owns(url):
+            return self.objects
+        parsed = urlparse(url)
+        key = f"{parsed.scheme}://{parsed.netloc}"
+        store = self._object_stores.get(key)
+        if store is None:
+            store = self.plugins.object_store(key, self.settings.plugin_options())
+            self._object_stores[key] = store
+        return store
+
+    def start(self, wait_for_store: float | None = None) -> None:
+        """Open the store (retrying while it is unavailable), serve, join the election."""
+        s = self.settings
+        self._open_store(wait_for_store)
+        self.recorder = Recorder(self.store, self.resolve_objects, self.node_dir / "outbox")
+        self.worker = Worker(
+            self.node_id,
+            self.recorder,
+            self.objects,
+            self.resolve_objects,
+            self.plugins.interpreters,
+            self.node_dir,
+            capacity=s.capacity,
+            log_cap=s.log_cap,
+        )
+        self.api = Api(self)
+        self.endpoint = self.transport.serve(s.listen, self.api.handle)
+        advertise = s.advertise or self.endpoint
+        if advertise.endswith(":0"):
+            advertise = self.endpoint
+        self.member = Member(self.node_id, advertise, s.capacity)
+        self.election.start(self.member, self._on_elected, self._on_deposed)
+        log.info(
+            "node %s listening on %s (advertised %s); data in %s; store %s; objects %s; election %s",
+            self.node_id,
+            self.endpoint,
+            advertise,
+            s.data_dir,
+            s.store,
+            s.objects,
+            s.election,
+        )
+
+    def _open_store(self, wait: float | None) -> None:
+        deadline = None if wait is None else time.monotonic() + wait
+        backoff = 0.5
+        while True:
+            try:
+                self.store.open()
+                return
+            except UnavailableError as exc:
+                if self._stopped.is_set() or (deadline is not None and time.monotonic() > deadline):
+                    raise
+                log.warning("document store unavailable, retrying in %.1fs: %s", backoff, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _on_elected(self) -> None:
+        with self._leader_lock:
+            if self.leader is not None:
+                return
+            s = self.settings
+            self.leader = Leader(self.node_id, self.store, self.election, self.transport, s.lookback, s.lead)
+            self.leader.start()
+        log.info("node %s is now the leader", self.node_id)
+
+    def _on_deposed(self) -> None:
+        with self._leader_lock:
+            leader, self.leader = self.leader, None
+        if leader is not None:
+            log.warning("node %s stepped down; its in-memory schedule is discarded", self.node_id)
+            threading.Thread(target=leader.stop, name="dcron-stepdown", daemon=True).start()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Step down, finish or hand back running jobs, close everything."""
+        self._stopped.set()
+        leader = self.leader
+        try:
+            self.election.stop()
+        except DcronError as exc:
+            log.warning("election stop: %s", exc)
+        if leader is not None:
+            leader.stop()
+        if self.worker is not None:
+            self.worker.stop(grace)
+        self.transport.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        self.store.close()
+        log.info("node %s stopped", self.node_id)
+
+    def info(self) -> dict[str, Any]:
+        return {"node": self.node_id, "endpoint": self.endpoint}

@@ -1,0 +1,183 @@
+"""Durable execution records: write now, or journal on disk and write when the store is back.
+
+The worker never loses an execution because the document store is down.  Each write that fails
+with :class:`UnavailableError` is journaled as one JSON file under ``<node dir>/outbox`` and a
+background thread replays the journal in order, with exponential backoff, until it succeeds.  The
+journal survives a restart of the node.  Log uploads that fail are journaled the same way; the
+execution's ``log`` field is set once the upload succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .abc import EXECUTIONS, DocumentStore, ObjectStore
+from .errors import ConflictError, DcronError, NotFoundError, UnavailableError
+from .model import Execution
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: DocumentStore,
+        resolve_objects: Callable[[str], ObjectStore],
+        outbox: Path,
+    ) -> None:
+        self.store = store
+        self.resolve_objects = resolve_objects
+        self.outbox = outbox
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._seq = 0
+        self._thread = threading.Thread(target=self._replay_loop, name="dcron-outbox", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    def pending(self) -> int:
+        return len(list(self.outbox.glob("*.json")))
+
+    # -- the three writes of an execution's life ----------------------------------------------
+
+    def create(self, execution: Execution) -> bool:
+        """Insert the attempt's document.  ConflictError: someone else runs this attempt.
+
+        Returns False when the store is unreachable and the insert was journaled.
+        """
+        if self.pending() == 0:
+            try:
+                self.store.create(EXECUTIONS, execution.id, execution.to_doc())
+                return True
+            except UnavailableError as exc:
+                log.warning("document store unavailable, journaling %s: %s", execution.id, exc)
+        self._journal({"op": "create", "id": execution.id, "doc": execution.to_doc()})
+        return False
+
+    def complete(self, execution: Execution) -> None:
+        """Record the end of an attempt (never overwrites another attempt's document)."""
+        op = {"op": "complete", "id": execution.id, "doc": execution.to_doc()}
+        if self.pending() == 0:
+            try:
+                self._apply(op)
+                return
+            except UnavailableError as exc:
+                log.warning("document store unavailable, journaling %s: %s", execution.id, exc)
+        self._journal(op)
+
+    def upload_log(self, local_path: str, url: str, execution_id: str) -> bool:
+        """Upload a log; on failure journal the upload (the file stays on disk) and return False."""
+        op = {"op": "upload", "local": local_path, "url": url, "id": execution_id}
+        try:
+            self.resolve_objects(url).put_file(local_path, url)
+            os.unlink(local_path)
+            return True
+        except UnavailableError as exc:
+            log.warning("object storage unavailable, keeping log %s on disk: %s", local_path, exc)
+        self._journal(op)
+        return False
+
+    # -- journal ---------------------------------------------------------------------------------
+
+    def _journal(self, op: dict[str, Any]) -> None:
+        with self._lock:
+            self._seq += 1
+            name = f"{time.time_ns():020d}-{self._seq:06d}.json"
+            tmp = self.outbox / f".{name}.tmp"
+            tmp.write_text(json.dumps(op))
+            os.replace(tmp, self.outbox / name)
+        self._wake.set()
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        kind = op["op"]
+        if kind == "create":
+            try:
+                self.store.create(EXECUTIONS, op["id"], op["doc"])
+            except ConflictError:
+                log.error("execution %s was recorded by another node while the store was down", op["id"])
+        elif kind == "complete":
+            self._complete_now(op["id"], op["doc"])
+        elif kind == "upload":
+            if os.path.exists(op["local"]):
+                self.resolve_objects(op["url"]).put_file(op["local"], op["url"])
+                os.unlink(op["local"])
+            self._set_log(op["id"], op["url"])
+
+    def _complete_now(self, exec_id: str, doc: dict[str, Any]) -> None:
+        for _ in range(5):
+            try:
+                current = self.store.get(EXECUTIONS, exec_id)
+            except NotFoundError:
+                self.store.create(EXECUTIONS, exec_id, doc)
+                return
+            if current.get("status") not in (None, "running"):
+                log.warning(
+                    "execution %s was already marked %s; keeping that record",
+                    exec_id,
+                    current.get("status"),
+                    extra={"execution": exec_id},
+                )
+                return
+            if current.get("log") and not doc.get("log"):
+                doc = {**doc, "log": current["log"]}
+            try:
+                self.store.update(EXECUTIONS, exec_id, doc, current["_rev"])
+                return
+            except ConflictError:
+                continue
+        raise UnavailableError(f"could not complete {exec_id}: too many concurrent updates")
+
+    def _set_log(self, exec_id: str, url: str) -> None:
+        for _ in range(5):
+            current = self.store.get(EXECUTIONS, exec_id)
+            if current.get("log") == url:
+                return
+            body = {k: v for k, v in current.items() if not k.startswith("_")}
+            body["log"] = url
+            try:
+                self.store.update(EXECUTIONS, exec_id, body, current["_rev"])
+                return
+            except ConflictError:
+                continue
+
+    def _replay_loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            self._wake.wait(backoff)
+            self._wake.clear()
+            files = sorted(self.outbox.glob("*.json"))
+            if not files:
+                backoff = 0.5
+                continue
+            for path in files:
+                if self._stop.is_set():
+                    return
+                try:
+                    op = json.loads(path.read_text())
+                    self._apply(op)
+                except UnavailableError as exc:
+                    backoff = min(MAX_BACKOFF, backoff * 2)
+                    log.warning("outbox: still unavailable (%d pending), retrying in %.1fs: %s",
+                                len(files), backoff, exc)
+                    break
+                except (DcronError, OSError, ValueError, KeyError) as exc:
+                    log.error("outbox: dropping unreadable or invalid entry %s: %s", path.name, exc)
+                path.unlink(missing_ok=True)
+            else:
+                backoff = 0.5
+                log.info("outbox: replayed %d pending writes", len(files))

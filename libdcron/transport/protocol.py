@@ -1,0 +1,115 @@
+"""The dcron wire protocol, in one place.
+
+Every message is a ZeroMQ multipart message of exactly three frames:
+
+=========  ==============================================================
+frame      content
+=========  ==============================================================
+header     ``b"DCRON/1"`` -- protocol name and version
+command    one byte: a :class:`Command` in a request, a :class:`Reply` code in a reply
+body       a UTF-8 JSON object (at most :data:`MAX_BODY` bytes)
+=========  ==============================================================
+
+A ROUTER sees the REQ envelope (identity, empty delimiter) in front of these frames.  Anything
+else -- wrong frame count, unknown version, unknown command, a body that is not a JSON object -- is
+answered with an ``ERROR`` reply whose body names the problem; it never raises past the server.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import BY_NAME, DcronError, ProtocolError, RemoteError
+
+HEADER = b"DCRON/1"
+MAX_BODY = 8 * 1024 * 1024
+#: Sockets drop peers that send a larger message (ZMQ_MAXMSGSIZE); a little above MAX_BODY.
+MAX_MESSAGE = MAX_BODY + 1024
+
+
+class Command(enum.IntEnum):
+    # health
+    PING = 0x01
+    STATUS = 0x02
+    # public API, served by every node
+    SCHEDULE = 0x10
+    ENABLE = 0x11
+    DISABLE = 0x12
+    LIST = 0x13
+    SHOW = 0x14
+    EXECUTIONS = 0x15
+    LOGS = 0x16
+    RUN = 0x17
+    # between nodes
+    DISPATCH = 0x20  # leader -> worker: run this attempt at this fire instant
+    RUN_NOW = 0x21  # any node -> leader: run a job now, outside its schedule
+
+
+class Reply(enum.IntEnum):
+    OK = 0x00
+    ERROR = 0x01
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+def decode_body(frame: bytes) -> dict[str, Any]:
+    if len(frame) > MAX_BODY:
+        raise ProtocolError(f"body of {len(frame)} bytes exceeds the limit of {MAX_BODY}")
+    try:
+        body = json.loads(frame.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"body is not UTF-8 JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def encode_request(command: Command, body: Mapping[str, Any]) -> list[bytes]:
+    return [HEADER, bytes([command]), encode_body(body)]
+
+
+def decode_request(frames: Sequence[bytes]) -> tuple[Command, dict[str, Any]]:
+    """Validate a request (without envelope); raise :class:`ProtocolError` saying what is wrong."""
+    if len(frames) != 3:
+        raise ProtocolError(f"expected 3 frames (header, command, body), got {len(frames)}")
+    header, command, body = frames
+    if header != HEADER:
+        shown = header[:16]
+        raise ProtocolError(f"unknown protocol header {shown!r}; this node speaks {HEADER.decode()}")
+    if len(command) != 1:
+        raise ProtocolError(f"command frame must be one byte, got {len(command)} bytes")
+    try:
+        cmd = Command(command[0])
+    except ValueError:
+        raise ProtocolError(f"unknown command 0x{command[0]:02x}") from None
+    return cmd, decode_body(body)
+
+
+def encode_reply(body: Mapping[str, Any]) -> list[bytes]:
+    return [HEADER, bytes([Reply.OK]), encode_body(body)]
+
+
+def encode_error(error: BaseException) -> list[bytes]:
+    kind = type(error).__name__ if isinstance(error, DcronError) else "DcronError"
+    message = str(error) if isinstance(error, DcronError) else f"internal error: {error!r}"
+    return [HEADER, bytes([Reply.ERROR]), encode_body({"error": kind, "message": message})]
+
+
+def decode_reply(frames: Sequence[bytes]) -> dict[str, Any]:
+    """Return an OK reply's body; raise the error an ERROR reply carries."""
+    if len(frames) != 3 or frames[0] != HEADER or len(frames[1]) != 1:
+        raise ProtocolError("malformed reply from node (wrong frames or protocol version)")
+    body = decode_body(frames[2])
+    if frames[1][0] == Reply.OK:
+        return body
+    kind = str(body.get("error", "DcronError"))
+    message = str(body.get("message", "unknown error"))
+    cls = BY_NAME.get(kind)
+    if cls is None:
+        raise RemoteError(kind, message)
+    raise cls(message)

@@ -1,0 +1,49 @@
+"""Built-in interpreters: ``python``, ``ruby`` and ``sh``.
+
+Registered from the ``libdcron`` entry-point group like any external plugin.  ``python`` runs the
+Python that runs the node (so a job sees the same packages); ``ruby`` and ``sh`` are looked up on
+``PATH`` when a job runs, so installing Ruby later needs no restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+from libdcron.abc import Interpreter
+from libdcron.hookspecs import hookimpl
+
+
+class PathInterpreter(Interpreter):
+    """An interpreter that is a program on ``PATH`` taking the script path as its argument."""
+
+    def __init__(self, name: str, program: str, suffix: str, args: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.program = program
+        self.suffix = suffix
+        self.args = args
+
+    def _resolve(self) -> str | None:
+        return shutil.which(self.program)
+
+    def command(self, script_path: str) -> list[str]:
+        program = self._resolve() or self.program
+        return [program, *self.args, script_path]
+
+    def unavailable_reason(self) -> str | None:
+        if self._resolve() is None:
+            return f"interpreter {self.name!r} needs {self.program!r} on PATH, which this host lacks"
+        return None
+
+
+class PythonInterpreter(PathInterpreter):
+    def __init__(self) -> None:
+        super().__init__("python", sys.executable, ".py", ("-u",))
+
+    def _resolve(self) -> str | None:
+        return sys.executable or shutil.which("python3")
+
+
+@hookimpl
+def dcron_interpreters() -> list[Interpreter]:
+    return [PythonInterpreter(), PathInterpreter("ruby", "ruby", ".rb"), PathInterpreter("sh", "sh", ".sh")]
