@@ -1,0 +1,346 @@
+"""The worker: accepts dispatched runs, fetches scripts, runs them, records what happened.
+
+Life of one attempt on a worker:
+
+1. ``DISPATCH`` arrives with the job, its fire instant and the attempt number.  A worker at its
+   concurrency limit declines.  Otherwise it inserts the attempt's execution document (status
+   ``running``); a conflict means another worker already runs this very attempt, and it declines
+   as a duplicate.  Then it accepts.
+2. It fetches the script into a local cache (keyed by location and version, or by sha256), checks
+   the sha256 when the job has one, and waits for the fire instant (the leader sends runs a little
+   ahead so the process starts on time).
+3. It starts the interpreter in a new process group, with stdout and stderr interleaved into one
+   log file, capped in size with a visible marker.
+4. At the job's timeout it kills the whole process group and records ``timeout``.
+5. It uploads the log to object storage and completes the execution document.
+
+Every store or storage failure is journaled by :class:`~libdcron.recorder.Recorder`: nothing that
+ran goes unrecorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .abc import Interpreter, ObjectStore
+from .errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
+from .model import Execution, Job, Status, execution_id, format_instant, parse_instant, utcnow
+from .recorder import Recorder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOG_CAP = 10 * 1024 * 1024
+KILL_GRACE = 2.0
+
+
+@dataclass
+class RunHandle:
+    execution: Execution
+    job: Job
+    process: subprocess.Popen[bytes] | None = None
+    cancelled: bool = False
+
+
+class Worker:
+    def __init__(
+        self,
+        node_id: str,
+        recorder: Recorder,
+        objects: ObjectStore,
+        resolve_objects: Callable[[str], ObjectStore],
+        interpreters: Callable[[], Mapping[str, Interpreter]],
+        work_dir: Path,
+        capacity: int = 4,
+        log_cap: int = DEFAULT_LOG_CAP,
+    ) -> None:
+        self.node_id = node_id
+        self.recorder = recorder
+        self.objects = objects
+        self.resolve_objects = resolve_objects
+        self.interpreters = interpreters
+        self.work_dir = work_dir
+        self.capacity = capacity
+        self.log_cap = log_cap
+        self.cache_dir = work_dir / "scripts"
+        self.spool_dir = work_dir / "logs"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._runs: dict[str, RunHandle] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def running(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [h.execution.to_wire() for h in self._runs.values()]
+
+    def dispatch(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Handle DISPATCH: accept, decline as busy, or decline as a duplicate."""
+        try:
+            job = Job.from_doc(dict(body["job"])).validate()
+            fire_time = parse_instant(body["fire_time"], "fire_time")
+            attempt = int(body["attempt"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"DISPATCH needs job, fire_time and attempt: {exc}") from None
+        exec_id = execution_id(job.name, fire_time, attempt)
+        with self._lock:
+            if exec_id in self._runs:
+                return {"accepted": True, "node": self.node_id}  # a retried DISPATCH
+            if self._stopping:
+                return {"accepted": False, "reason": "stopping"}
+            if len(self._runs) >= self.capacity:
+                return {"accepted": False, "reason": "busy"}
+            now = utcnow()
+            execution = Execution(
+                job=job.name,
+                fire_time=fire_time,
+                attempt=attempt,
+                node=self.node_id,
+                status=Status.RUNNING,
+                started=max(now, fire_time),
+                manual=bool(body.get("manual", False)),
+            )
+            handle = RunHandle(execution, job)
+            self._runs[exec_id] = handle
+        try:
+            self.recorder.create(execution)
+        except ConflictError:
+            with self._lock:
+                self._runs.pop(exec_id, None)
+            return {"accepted": False, "duplicate": True}
+        except BaseException:
+            with self._lock:
+                self._runs.pop(exec_id, None)
+            raise
+        threading.Thread(target=self._run, args=(handle,), name=f"run-{exec_id}", daemon=True).start()
+        log.info("accepted %s", exec_id, extra={"job": job.name, "execution": exec_id})
+        return {"accepted": True, "node": self.node_id}
+
+    # -- one run -------------------------------------------------------------------------------
+
+    def _run(self, handle: RunHandle) -> None:
+        ex = handle.execution
+        try:
+            final = self._execute(handle)
+        except Exception as exc:  # never let a run thread die without a record
+            log.exception("run %s crashed", ex.id)
+            final = ex.with_changes(status=Status.ERROR, ended=utcnow(), reason=f"worker error: {exc!r}")
+        try:
+            self.recorder.complete(final)
+        except DcronError as exc:
+            log.error("could not record the end of %s: %s", ex.id, exc)
+        finally:
+            with self._lock:
+                self._runs.pop(ex.id, None)
+        log.info("finished %s: %s", ex.id, final.status.value, extra={"job": ex.job, "execution": ex.id})
+
+    def _fail(self, ex: Execution, reason: str) -> Execution:
+        log.warning("%s cannot start: %s", ex.id, reason, extra={"job": ex.job, "execution": ex.id})
+        return ex.with_changes(status=Status.ERROR, ended=utcnow(), reason=reason)
+
+    def _execute(self, handle: RunHandle) -> Execution:
+        ex, job = handle.execution, handle.job
+        interp = self.interpreters().get(job.interpreter)
+        if interp is None:
+            return self._fail(ex, f"unknown interpreter {job.interpreter!r} on node {self.node_id}")
+        reason = interp.unavailable_reason()
+        if reason:
+            return self._fail(ex, f"{reason} (node {self.node_id})")
+        try:
+            script = self._fetch_script(job, interp.suffix)
+        except DcronError as exc:
+            return self._fail(ex, str(exc))
+        delay = (ex.fire_time - utcnow()).total_seconds()
+        if delay > 0:
+            time.sleep(delay)
+        if handle.cancelled:
+            return ex.with_changes(status=Status.LOST, ended=utcnow(), reason="node shut down before the start")
+        return self._spawn(handle, interp, script)
+
+    def _fetch_script(self, job: Job, suffix: str) -> Path:
+        store = self.resolve_objects(job.script)
+        if job.script_sha256:
+            key = job.script_sha256
+        else:
+            info = self._with_retries(lambda: store.stat(job.script), f"script {job.script}")
+            key = hashlib.sha256(f"{job.script}\0{info.version}".encode()).hexdigest()
+        path = self.cache_dir / f"{key}{suffix}"
+        if path.exists():
+            return path
+        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".fetch-")
+        os.close(fd)
+        try:
+            self._with_retries(lambda: store.get_file(job.script, tmp), f"script {job.script}")
+            if job.script_sha256:
+                digest = _sha256_file(tmp)
+                if digest != job.script_sha256:
+                    raise ValidationError(
+                        f"script {job.script} has sha256 {digest}, but the job expects {job.script_sha256}; "
+                        "re-register the job with the new script"
+                    )
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @staticmethod
+    def _with_retries(call: Callable[[], Any], what: str, tries: int = 4) -> Any:
+        delay = 0.5
+        for attempt in range(tries):
+            try:
+                return call()
+            except NotFoundError:
+                raise NotFoundError(f"{what} not found in object storage") from None
+            except UnavailableError as exc:
+                if attempt == tries - 1:
+                    raise UnavailableError(f"object storage unavailable while fetching {what}: {exc}") from None
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _spawn(self, handle: RunHandle, interp: Interpreter, script: Path) -> Execution:
+        ex, job = handle.execution, handle.job
+        log_path = self.spool_dir / f"{hashlib.sha256(ex.id.encode()).hexdigest()[:24]}.log"
+        env = {
+            **os.environ,
+            "DCRON_JOB": job.name,
+            "DCRON_FIRE_TIME": format_instant(ex.fire_time),
+            "DCRON_EXECUTION_ID": ex.id,
+            "DCRON_ATTEMPT": str(ex.attempt),
+            "DCRON_NODE": self.node_id,
+        }
+        workdir = tempfile.mkdtemp(prefix="dcron-run-")
+        started = utcnow()
+        try:
+            proc = subprocess.Popen(
+                interp.command(str(script)),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return self._fail(ex, f"cannot start {job.interpreter}: {exc}")
+        handle.process = proc
+        assert proc.stdout is not None
+        copier = threading.Thread(target=_copy_capped, args=(proc.stdout, log_path, self.log_cap), daemon=True)
+        copier.start()
+        status, reason = Status.SUCCEEDED, None
+        try:
+            code = proc.wait(timeout=job.timeout or None)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            code = proc.returncode
+            status, reason = Status.TIMEOUT, f"killed after the job's timeout of {job.timeout}s"
+        copier.join(timeout=5)
+        if copier.is_alive():  # a child left in the group still holds the log pipe open
+            _kill_group(proc)
+            copier.join()
+        ended = utcnow()
+        if handle.cancelled and status is not Status.TIMEOUT:
+            status, reason = Status.LOST, f"node {self.node_id} shut down mid-run"
+        elif status is Status.SUCCEEDED and code != 0:
+            status = Status.FAILED
+            if code is not None and code < 0:
+                reason = f"killed by signal {-code}"
+        log_url = self.objects.url_for(f"logs/{job.name}/{format_instant(ex.fire_time)}/{ex.attempt}.log")
+        uploaded = self.recorder.upload_log(str(log_path), log_url, ex.id)
+        _rmtree(workdir)
+        return ex.with_changes(
+            status=status,
+            started=started,
+            ended=ended,
+            exit_code=code,
+            reason=reason,
+            log=log_url if uploaded else None,
+        )
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting; kill runs still going after ``grace`` seconds and record them lost."""
+        with self._lock:
+            self._stopping = True
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._runs:
+                    return
+            time.sleep(0.1)
+        with self._lock:
+            handles = list(self._runs.values())
+        for h in handles:
+            h.cancelled = True
+            if h.process is not None and h.process.poll() is None:
+                _kill_group(h.process)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._runs:
+                    return
+            time.sleep(0.1)
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_capped(stream: Any, log_path: Path, cap: int) -> None:
+    """Copy the process's output to ``log_path``; past ``cap`` bytes, count and discard."""
+    written = dropped = 0
+    with open(log_path, "wb") as out:
+        fd = stream.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            room = cap - written
+            if room > 0:
+                out.write(chunk[:room])
+                written += min(room, len(chunk))
+            dropped += max(0, len(chunk) - max(room, 0))
+        if dropped:
+            out.write(f"\n[dcron: log truncated at {cap} bytes; {dropped} more bytes discarded]\n".encode())
+    stream.close()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the run's process group, then SIGKILL whatever is left after a grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""The wire protocol's encoding and validation (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from libdcron.errors import NotFoundError, ProtocolError, RemoteError
+from libdcron.transport import protocol
+from libdcron.transport.protocol import HEADER, Command
+
+
+def test_request_round_trip() -> None:
+    frames = protocol.encode_request(Command.SHOW, {"name": "a"})
+    assert protocol.decode_request(frames) == (Command.SHOW, {"name": "a"})
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        ([HEADER, bytes([Command.PING])], "expected 3 frames"),
+        ([b"HTTP/1.1", bytes([Command.PING]), b"{}"], "unknown protocol header"),
+        ([b"DCRON/2", bytes([Command.PING]), b"{}"], "unknown protocol header"),
+        ([HEADER, b"\x01\x02", b"{}"], "one byte"),
+        ([HEADER, b"\xee", b"{}"], "unknown command 0xee"),
+        ([HEADER, bytes([Command.PING]), b"\xff\xfe"], "not UTF-8 JSON"),
+        ([HEADER, bytes([Command.PING]), b"[1, 2]"], "must be a JSON object"),
+        ([HEADER, bytes([Command.PING]), b"{"], "not UTF-8 JSON"),
+        ([HEADER, bytes([Command.PING]), b"x" * (protocol.MAX_BODY + 1)], "exceeds the limit"),
+    ],
+)
+def test_malformed_requests_are_rejected_with_a_reason(frames: list[bytes], message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        protocol.decode_request(frames)
+
+
+def test_error_reply_raises_the_same_error_class() -> None:
+    frames = protocol.encode_error(NotFoundError("no job named 'x'"))
+    with pytest.raises(NotFoundError, match="no job named 'x'"):
+        protocol.decode_reply(frames)
+
+
+def test_unknown_error_kind_becomes_remote_error() -> None:
+    frames = [HEADER, b"\x01", b'{"error": "Weird", "message": "boom"}']
+    with pytest.raises(RemoteError, match="boom"):
+        protocol.decode_reply(frames)
+
+
+def test_non_dcron_exception_is_reported_as_internal() -> None:
+    frames = protocol.encode_error(KeyError("k"))
+    with pytest.raises(Exception, match="internal error"):
+        protocol.decode_reply(frames)
+
+
+def test_malformed_reply() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode_reply([b"nope"])
