@@ -1,0 +1,311 @@
+"""The leader's scheduling logic, driven by a fake transport and election.
+
+The document store is the embedded SQLite one on a temporary file; workers are simulated by a
+fake transport that records DISPATCH requests and writes execution documents as a worker would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from libdcron.abc import EXECUTIONS, JOBS, Election, Member, Transport
+from libdcron.errors import ConflictError, UnavailableError
+from libdcron.leader import Leader
+from libdcron.model import Execution, Job, Status, execution_id, parse_instant, utcnow
+from libdcron.stores.sqlite import SQLiteDocumentStore
+
+
+class FakeElection(Election):
+    def __init__(self, nodes: list[str]) -> None:
+        self.nodes = list(nodes)
+        self.is_suspended = False
+
+    def start(self, me: Member, on_elected: Callable[[], None], on_deposed: Callable[[], None]) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def is_leader(self) -> bool:
+        return True
+
+    def leader(self) -> Member | None:
+        return None
+
+    def members(self) -> list[Member]:
+        return [Member(n, f"fake://{n}") for n in sorted(self.nodes)]
+
+    def suspended(self) -> bool:
+        return self.is_suspended
+
+
+class FakeWorkers(Transport):
+    """Workers that accept (writing the running document), decline when busy, or are down."""
+
+    def __init__(self, store: SQLiteDocumentStore) -> None:
+        self.store = store
+        self.busy: set[str] = set()
+        self.down: set[str] = set()
+        self.dispatched: list[tuple[str, str]] = []  # (node, execution id)
+        self.lock = threading.Lock()
+
+    def serve(self, bind: str, handler: Any) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def request(
+        self, endpoint: str, command: str, body: Mapping[str, Any], timeout: float = 5.0, retries: int = 2
+    ) -> dict[str, Any]:
+        assert command == "DISPATCH"
+        node = endpoint.removeprefix("fake://")
+        if node in self.down:
+            raise UnavailableError(f"{node} is down")
+        if node in self.busy:
+            return {"accepted": False, "reason": "busy"}
+        fire = parse_instant(body["fire_time"])
+        ex = Execution(body["job"]["name"], fire, body["attempt"], node, Status.RUNNING, started=fire)
+        try:
+            self.store.create(EXECUTIONS, ex.id, ex.to_doc())
+        except ConflictError:
+            return {"accepted": False, "duplicate": True}
+        with self.lock:
+            self.dispatched.append((node, ex.id))
+        return {"accepted": True, "node": node}
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [i for _, i in self.dispatched]
+
+
+def finish(store: SQLiteDocumentStore, exec_id: str, status: Status, code: int | None = 0) -> None:
+    doc = store.get(EXECUTIONS, exec_id)
+    ex = Execution.from_doc(doc).with_changes(status=status, ended=utcnow(), exit_code=code)
+    store.update(EXECUTIONS, exec_id, ex.to_doc(), doc["_rev"])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteDocumentStore]:
+    s = SQLiteDocumentStore(str(tmp_path / "db.sqlite3"))
+    s.open()
+    yield s
+    s.close()
+
+
+def add_job(store: SQLiteDocumentStore, name: str, schedule: str, **kw: Any) -> Job:
+    job = Job(name, schedule, "sh", "file:///x.sh", **kw)
+    store.create(JOBS, name, job.to_doc())
+    return job
+
+
+def make_leader(store: SQLiteDocumentStore, nodes: list[str], **kw: Any) -> tuple[Leader, FakeElection, FakeWorkers]:
+    election = FakeElection(nodes)
+    workers = FakeWorkers(store)
+    leader = Leader("L", store, election, workers, feed_interval=0.05, **kw)
+    return leader, election, workers
+
+
+# -- lookback (clock injected, no threads) ----------------------------------------------------------
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_lookback_runs_the_newest_missed_fire_time_once(store: SQLiteDocumentStore) -> None:
+    add_job(store, "j", "*/2 * * * *")
+    leader, _, _ = make_leader(store, ["a"], clock=lambda: at("2026-01-01T12:05:30"))
+    leader._load()
+    js = leader.jobs["j"]
+    # 12:00, 12:02 and 12:04 were missed: only the newest runs, right away.
+    assert js.run is not None and js.run.fire_time == at("2026-01-01T12:04:00") and js.run.attempt == 1
+    assert js.pending is None
+    assert js.next_fire == at("2026-01-01T12:06:00")
+
+
+def test_lookback_ignores_fire_times_older_than_five_minutes(store: SQLiteDocumentStore) -> None:
+    add_job(store, "hourly", "0 * * * *")
+    leader, _, _ = make_leader(store, ["a"], clock=lambda: at("2026-01-01T12:05:01"))
+    leader._load()
+    assert leader.jobs["hourly"].run is None
+    leader2, _, _ = make_leader(store, ["a"], clock=lambda: at("2026-01-01T12:04:59"))
+    leader2._load()
+    run = leader2.jobs["hourly"].run
+    assert run is not None and run.fire_time == at("2026-01-01T12:00:00")
+
+
+def test_lookback_skips_a_fire_time_that_already_has_an_execution(store: SQLiteDocumentStore) -> None:
+    add_job(store, "j", "*/2 * * * *")
+    ex = Execution("j", at("2026-01-01T12:04:00"), 1, "a", Status.SUCCEEDED)
+    store.create(EXECUTIONS, ex.id, ex.to_doc())
+    leader, _, _ = make_leader(store, ["a"], clock=lambda: at("2026-01-01T12:05:30"))
+    leader._load()
+    assert leader.jobs["j"].pending is None and leader.jobs["j"].run is None
+
+
+def test_disabled_jobs_are_not_scheduled(store: SQLiteDocumentStore) -> None:
+    add_job(store, "off", "* * * * *", enabled=False)
+    leader, _, _ = make_leader(store, ["a"], clock=lambda: at("2026-01-01T12:05:30"))
+    leader._load()
+    assert "off" not in leader.jobs
+
+
+def test_a_run_in_progress_is_known_after_election(store: SQLiteDocumentStore) -> None:
+    add_job(store, "j", "*/2 * * * *")
+    ex = Execution("j", at("2026-01-01T12:02:00"), 1, "a", Status.RUNNING)
+    store.create(EXECUTIONS, ex.id, ex.to_doc())
+    leader, _, _ = make_leader(store, ["a"], clock=lambda: at("2026-01-01T12:05:30"))
+    leader._load()
+    js = leader.jobs["j"]
+    assert js.run is not None and js.run.node == "a" and js.run.fire_time == at("2026-01-01T12:02:00")
+    # The missed 12:04 waits for the run in progress (no overlap).
+    assert js.pending == (at("2026-01-01T12:04:00"), False)
+
+
+# -- live loop (real clock, second-level schedules) ---------------------------------------------------
+
+
+@pytest.fixture
+def running() -> Iterator[list[Leader]]:
+    leaders: list[Leader] = []
+    yield leaders
+    for leader in leaders:
+        leader.stop()
+
+
+def test_round_robin_over_workers(store: SQLiteDocumentStore, running: list[Leader]) -> None:
+    for i in range(6):
+        add_job(store, f"j{i}", "* * * * * *")
+    leader, _, workers = make_leader(store, ["a", "b", "c"])
+    running.append(leader)
+    leader.start()
+    assert wait_for(lambda: len(workers.dispatched) >= 6)
+    nodes = [n for n, _ in workers.dispatched[:6]]
+    assert sorted(nodes) == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_busy_worker_declines_and_the_next_is_tried(store: SQLiteDocumentStore, running: list[Leader]) -> None:
+    add_job(store, "j", "* * * * * *")
+    leader, _, workers = make_leader(store, ["a", "b"])
+    workers.busy = {"a"}
+    workers.down = {"b"}
+    running.append(leader)
+    leader.start()
+    time.sleep(1.5)
+    assert workers.dispatched == []  # everyone declined or is down: the run waits
+    workers.busy.clear()
+    assert wait_for(lambda: len(workers.dispatched) >= 1)
+    assert workers.dispatched[0][0] == "a"
+
+
+def test_no_overlap_then_one_catch_up_run(store: SQLiteDocumentStore, running: list[Leader]) -> None:
+    add_job(store, "slow", "* * * * * *")
+    leader, _, workers = make_leader(store, ["a"])
+    running.append(leader)
+    leader.start()
+    assert wait_for(lambda: len(workers.dispatched) == 1)
+    first = workers.ids()[0]
+    time.sleep(2.5)  # two or three fire times pass while the first run is in progress
+    assert workers.ids() == [first]
+    finish(store, first, Status.SUCCEEDED)
+    assert wait_for(lambda: len(workers.dispatched) == 2, 3.0)
+    second = workers.ids()[1]
+    # The catch-up run is the newest fire time that passed, and only one ran.
+    first_fire = Execution.from_doc(store.get(EXECUTIONS, first)).fire_time
+    second_fire = Execution.from_doc(store.get(EXECUTIONS, second)).fire_time
+    assert second_fire - first_fire >= timedelta(seconds=2)
+    time.sleep(0.3)
+    assert len(workers.dispatched) == 2
+
+
+def test_timeout_retries_on_other_workers_up_to_max_attempts(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
+    add_job(store, "t", "0 0 1 1 *", max_attempts=3)
+    leader, _, workers = make_leader(store, ["a", "b", "c"])
+    running.append(leader)
+    leader.start()
+    assert leader.ready.wait(5)
+    job = Job.from_doc(store.get(JOBS, "t"))
+    leader.run_now(job)
+    for attempt in (1, 2, 3):
+        assert wait_for(lambda attempt=attempt: len(workers.dispatched) == attempt)  # type: ignore[misc]
+        node, exec_id = workers.dispatched[-1]
+        assert exec_id.endswith(f"#{attempt}")
+        finish(store, exec_id, Status.TIMEOUT, None)
+    time.sleep(0.5)
+    assert len(workers.dispatched) == 3
+    assert sorted(n for n, _ in workers.dispatched) == ["a", "b", "c"]  # never the same node twice
+
+
+def test_run_on_a_dead_worker_is_marked_lost_and_retried_elsewhere(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
+    add_job(store, "l", "0 0 1 1 *")
+    leader, election, workers = make_leader(store, ["a", "b"])
+    running.append(leader)
+    leader.start()
+    assert leader.ready.wait(5)
+    leader.run_now(Job.from_doc(store.get(JOBS, "l")))
+    assert wait_for(lambda: len(workers.dispatched) == 1)
+    dead, exec_id = workers.dispatched[0]
+    election.nodes.remove(dead)
+    assert wait_for(lambda: len(workers.dispatched) == 2, 4.0)
+    assert store.get(EXECUTIONS, exec_id)["status"] == "lost"
+    node2, exec2 = workers.dispatched[1]
+    assert node2 != dead and exec2.endswith("#2")
+
+
+def test_second_leader_adopts_instead_of_running_twice(store: SQLiteDocumentStore, running: list[Leader]) -> None:
+    add_job(store, "d", "*/2 * * * *")
+    now = utcnow()
+    leader, _, workers = make_leader(store, ["a"], clock=lambda: now)
+    # An old leader already dispatched the newest fire time within the lookback window.
+    from libdcron.schedule import parse_schedule
+
+    newest = parse_schedule("*/2 * * * *").newest_at_or_before(now, now - timedelta(minutes=5))
+    assert newest is not None
+    ex = Execution("d", newest, 1, "a", Status.RUNNING)
+    store.create(EXECUTIONS, ex.id, ex.to_doc())
+    running.append(leader)
+    leader.start()
+    assert leader.ready.wait(5)
+    time.sleep(0.3)
+    assert workers.dispatched == []
+    assert leader.jobs["d"].run is not None
+    assert leader.jobs["d"].run.exec_id("d") == execution_id("d", newest, 1)  # type: ignore[union-attr]
+
+
+def test_job_changes_reach_the_leader_through_the_feed(store: SQLiteDocumentStore, running: list[Leader]) -> None:
+    leader, _, workers = make_leader(store, ["a"])
+    running.append(leader)
+    leader.start()
+    assert leader.ready.wait(5)
+    add_job(store, "late", "* * * * * *")
+    assert wait_for(lambda: len(workers.dispatched) >= 1, 3.0)
+    doc = store.get(JOBS, "late")
+    store.update(JOBS, "late", {**{k: v for k, v in doc.items() if not k.startswith("_")}, "enabled": False},
+                 doc["_rev"])
+    for _, exec_id in list(workers.dispatched):
+        finish(store, exec_id, Status.SUCCEEDED)
+    assert wait_for(lambda: "late" not in leader.jobs, 3.0)
+    count = len(workers.dispatched)
+    time.sleep(1.5)
+    assert len(workers.dispatched) == count
