@@ -1,0 +1,88 @@
+"""The ``file://`` object store: objects are files under a local (or shared) directory.
+
+URL form: ``file:///absolute/path`` (``file://localhost/absolute/path`` is accepted too).
+Parent directories are created on write.  Writes are atomic: an object is written to a hidden
+temporary file in its directory (``.<name>.tmp-<random>``), flushed to disk and renamed over the
+target, so a reader sees the old object or the new one, never half of one.  The version token is
+the file's modification time (ns), size and inode number: a rewrite always makes a new inode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat as stat_mode
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fsspec.implementations.local import LocalFileSystem
+
+from libdcron.abc import ObjectInfo, ObjectStore
+from libdcron.errors import NotFoundError, ValidationError
+from libdcron.hookspecs import hookimpl
+from libdcron.storage.base import FsspecObjectStore
+
+__all__ = ["LocalObjectStore", "dcron_object_store"]
+
+
+class LocalObjectStore(FsspecObjectStore):
+    """Objects as files, written atomically; ``base_url`` is ``file:///dir``."""
+
+    bucketed = False
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(LocalFileSystem(auto_mkdir=True), base_url, "file")
+
+    def path_of(self, url: str) -> str:
+        rest = super().path_of(url).removeprefix("localhost")
+        if not rest.startswith("/"):
+            raise ValidationError(
+                f"{url!r} is not an absolute file URL: write file:///absolute/path "
+                "(three slashes; a host other than localhost is not supported)"
+            )
+        return rest
+
+    def _upload(self, path: str, write: Callable[[str], None]) -> None:
+        directory, name = os.path.split(path)
+        tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            super()._upload(tmp, write)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def stat(self, url: str) -> ObjectInfo:
+        path = self.path_of(url)
+        with self._translated("looking up", url):
+            st = os.stat(path)
+        if not stat_mode.S_ISREG(st.st_mode):
+            raise NotFoundError(f"no object at {url} (it is not a regular file)")
+        return ObjectInfo(size=st.st_size, version=_version(st))
+
+    def version_of(self, path: str, info: Mapping[str, Any]) -> str:
+        return _version(os.stat(path))
+
+
+def _version(st: os.stat_result) -> str:
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}"
+
+
+@hookimpl
+def dcron_object_store(url: str, options: Mapping[str, Any]) -> ObjectStore | None:
+    """A :class:`LocalObjectStore` for ``file://`` URLs."""
+    if not url.lower().startswith("file://"):
+        return None
+    return LocalObjectStore(url)
