@@ -351,7 +351,7 @@ class CouchDBDocumentStore(DocumentStore):
 
     def create(self, collection: str, doc_id: str, body: Mapping[str, Any]) -> str:
         db = self._dbs[_collection(collection)]
-        doc = _body(body)
+        doc = {"_id": doc_id, **_body(body)}  # pouchdb-server wants _id in the body of a PUT
         self._ensure_open()
         try:
             result = self._call(
@@ -376,7 +376,7 @@ class CouchDBDocumentStore(DocumentStore):
 
     def update(self, collection: str, doc_id: str, body: Mapping[str, Any], rev: str) -> str:
         db = self._dbs[_collection(collection)]
-        doc = _body(body)
+        doc = {"_id": doc_id, **_body(body)}  # pouchdb-server wants _id in the body of a PUT
         doc["_rev"] = rev
         self._ensure_open()
         what = f"update {collection}/{_doc_id(doc_id)}"
@@ -414,7 +414,10 @@ class CouchDBDocumentStore(DocumentStore):
                 raise ValidationError(
                     f"selector value for {field!r} must be a string, integer, boolean or null, got {value!r}"
                 )
-            query_selector[_field(field)] = {"$eq": value}
+            condition: dict[str, Any] = {"$eq": value}
+            if value is None:
+                condition["$exists"] = True  # pouchdb-server's $eq null also matches a missing field
+            query_selector[_field(field)] = condition
         sort_fields = tuple(_field(f) for f, _ in sort)
         equal_fields = tuple(sorted(f for f in query_selector if f not in sort_fields))
         query: dict[str, Any] = {}
@@ -423,6 +426,9 @@ class CouchDBDocumentStore(DocumentStore):
             self._ensure_open()
             name = self._ensure_index(collection, index_fields)
             query["use_index"] = [f"_design/{name}", name]
+        else:
+            # No index: CouchDB scans _all_docs, which holds the design documents too.
+            query_selector.setdefault("_id", {"$regex": "^[^_]"})
         if sort_fields:
             for field in sort_fields:
                 query_selector.setdefault(field, {"$exists": True})

@@ -38,6 +38,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -217,15 +218,33 @@ class SQLiteDocumentStore(DocumentStore):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             if self.path != MEMORY:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    log.warning("SQLite document store %s: journal mode is %s, not wal", self.path, mode)
+                self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             self._create_schema(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL mode (persistent: done once per file).  The switch can fail at once with
+        "database is locked", without SQLite's busy handler, while another process opens or
+        switches the same fresh file: retry until ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                if mode != "wal":
+                    mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+                break
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        if mode != "wal":
+            log.warning("SQLite document store %s: journal mode is %s, not wal", self.path, mode)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -278,8 +297,8 @@ class SQLiteDocumentStore(DocumentStore):
         text = str(exc)
         if "locked" in text or "busy" in text:
             return UnavailableError(
-                f"SQLite document store {self.path}: {what} waited {self.timeout:g} s for another "
-                f"process's write and gave up ({text}); retry later"
+                f"SQLite document store {self.path}: {what}: the database is locked by another "
+                f"process's write (waited up to {self.timeout:g} s: {text}); retry later"
             )
         # Disk full, I/O error, file removed or corrupt: reopen on the next call.
         if self._conn is not None:

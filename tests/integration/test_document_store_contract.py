@@ -1,0 +1,692 @@
+"""The :class:`~libdcron.abc.DocumentStore` contract, run against every implementation.
+
+``sqlite`` runs everywhere; ``couchdb`` needs a CouchDB-API server (``DCRON_TEST_COUCHDB``, started
+by ``scripts/services.sh start``) and is marked ``couchdb``.  Every test works in its own database
+(a fresh SQLite file, or a fresh CouchDB database prefix), so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from libdcron.abc import EXECUTIONS, JOBS, Change, DocumentStore
+from libdcron.errors import ConflictError, NotFoundError, UnavailableError, ValidationError
+from libdcron.stores import couchdb as couchdb_module
+from libdcron.stores import sqlite as sqlite_module
+from libdcron.stores.couchdb import CouchDBDocumentStore
+from libdcron.stores.sqlite import SQLiteDocumentStore
+from tests.conftest import service
+
+BACKENDS = ["sqlite", pytest.param("couchdb", marks=pytest.mark.couchdb)]
+
+#: A factory of store objects on one test database: call it again for a second "node".
+StoreFactory = Callable[[], DocumentStore]
+
+
+def _store_for_url(url: str) -> DocumentStore:
+    """The store for ``url`` as the plugin hooks make it (the way dcrond does)."""
+    store = sqlite_module.dcron_document_store(url, {}) or couchdb_module.dcron_document_store(url, {})
+    assert store is not None, url
+    return store
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, private database of ``backend``."""
+    if backend == "sqlite":
+        yield f"sqlite://{tmp_path}/state/dcron.db"
+        return
+    base = service("COUCHDB", "CouchDB-API server (pouchdb-server)").rstrip("/")
+    prefix = "t" + uuid.uuid4().hex[:12]
+    yield f"{base}/{prefix}"
+    for collection in (JOBS, EXECUTIONS):
+        with contextlib.suppress(requests.RequestException):
+            requests.delete(f"{base}/{prefix}_{collection}", timeout=5)
+
+
+@pytest.fixture
+def new_store(store_url: str) -> Iterator[StoreFactory]:
+    stores: list[DocumentStore] = []
+
+    def make() -> DocumentStore:
+        store = _store_for_url(store_url)
+        store.open()
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def store(new_store: StoreFactory) -> DocumentStore:
+    return new_store()
+
+
+def execution(job: str, minute: int, attempt: int = 1, status: str = "running") -> tuple[str, dict[str, Any]]:
+    fire_time = f"2026-11-26T21:{minute:02d}:00Z"
+    body = {"type": "execution", "job": job, "fire_time": fire_time, "attempt": attempt, "status": status}
+    return f"{job}@{fire_time}#{attempt}", body
+
+
+def strip(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents
+# ---------------------------------------------------------------------------------------------
+
+
+def test_create_get_update(store: DocumentStore) -> None:
+    doc_id, body = execution("backup", 34)
+    rev = store.create(EXECUTIONS, doc_id, {**body, "_id": "ignored", "_rev": "9-ignored"})
+    assert isinstance(rev, str) and rev
+
+    doc = store.get(EXECUTIONS, doc_id)
+    assert doc["_id"] == doc_id and doc["_rev"] == rev
+    assert strip(doc) == body
+
+    changed = {**body, "status": "succeeded", "exit_code": 0, "nested": {"a": [1, 2, None], "b": "é"}}
+    rev2 = store.update(EXECUTIONS, doc_id, changed, rev)
+    assert rev2 != rev
+    doc = store.get(EXECUTIONS, doc_id)
+    assert doc["_rev"] == rev2 and strip(doc) == changed
+
+    rev3 = store.update(EXECUTIONS, doc_id, {**changed, "_rev": "stale-but-ignored"}, rev2)
+    assert rev3 not in (rev, rev2)
+
+
+def test_collections_are_separate(store: DocumentStore) -> None:
+    store.create(JOBS, "same-id", {"name": "same-id", "enabled": True})
+    store.create(EXECUTIONS, "same-id", {"job": "x"})
+    assert store.get(JOBS, "same-id")["name"] == "same-id"
+    assert store.get(EXECUTIONS, "same-id")["job"] == "x"
+
+
+def test_duplicate_create_conflicts(store: DocumentStore) -> None:
+    doc_id, body = execution("backup", 34)
+    rev = store.create(EXECUTIONS, doc_id, body)
+    with pytest.raises(ConflictError):
+        store.create(EXECUTIONS, doc_id, {**body, "node": "other"})
+    doc = store.get(EXECUTIONS, doc_id)
+    assert doc["_rev"] == rev and "node" not in doc
+
+
+def test_stale_or_missing_revision_conflicts(store: DocumentStore) -> None:
+    doc_id, body = execution("backup", 34)
+    rev1 = store.create(EXECUTIONS, doc_id, body)
+    rev2 = store.update(EXECUTIONS, doc_id, {**body, "status": "failed"}, rev1)
+    with pytest.raises(ConflictError):
+        store.update(EXECUTIONS, doc_id, {**body, "status": "lost"}, rev1)
+    with pytest.raises(ConflictError):
+        store.update(EXECUTIONS, doc_id, {**body, "status": "lost"}, "")
+    with pytest.raises(ConflictError):
+        store.update(EXECUTIONS, doc_id, {**body, "status": "lost"}, "1-00000000000000000000000000000000")
+    assert store.get(EXECUTIONS, doc_id)["_rev"] == rev2
+
+
+def test_missing_documents(store: DocumentStore) -> None:
+    with pytest.raises(NotFoundError):
+        store.get(JOBS, "nope")
+    with pytest.raises(NotFoundError):
+        store.update(JOBS, "nope", {"name": "nope"}, "1-abc")
+    store.create(JOBS, "present", {"name": "present"})
+    with pytest.raises(NotFoundError):
+        store.get(EXECUTIONS, "present")
+
+
+@pytest.mark.parametrize("doc_id", ["nightly@2026-11-26T21:34:00Z#2", "a/b c?d=e&f%20g#h", "ünïcödé-ジョブ"])
+def test_ids_with_url_characters(store: DocumentStore, doc_id: str) -> None:
+    rev = store.create(EXECUTIONS, doc_id, {"job": "j"})
+    assert store.get(EXECUTIONS, doc_id)["_id"] == doc_id
+    store.update(EXECUTIONS, doc_id, {"job": "j", "status": "running"}, rev)
+    assert [d["_id"] for d in store.find(EXECUTIONS, {"job": "j"})] == [doc_id]
+    with pytest.raises(ConflictError):
+        store.create(EXECUTIONS, doc_id, {"job": "j"})
+
+
+def test_invalid_input(store: DocumentStore) -> None:
+    with pytest.raises(ValidationError):
+        store.create("nonsense", "x", {})
+    with pytest.raises(ValidationError):
+        store.create(JOBS, "_reserved", {})
+    with pytest.raises(ValidationError):
+        store.create(JOBS, "", {})
+    with pytest.raises(ValidationError):
+        store.create(JOBS, "x", {"_attachments": {}})
+    with pytest.raises(ValidationError):
+        store.create(JOBS, "x", {"when": object()})
+    with pytest.raises(ValidationError):
+        store.find(EXECUTIONS, {}, sort=[("fire_time", True), ("attempt", False)])
+    with pytest.raises(ValidationError):
+        store.changes("not a position we issued")
+    with pytest.raises(NotFoundError):
+        store.get(JOBS, "x")  # nothing was written
+
+
+# ---------------------------------------------------------------------------------------------
+# find
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def executions(store: DocumentStore) -> list[str]:
+    """Executions of jobs a and b; returns a's ids newest first (by fire time, then attempt)."""
+    created = []
+    for minute, attempts in ((1, 1), (3, 2), (2, 3), (5, 1), (4, 1)):
+        for attempt in range(1, attempts + 1):
+            status = "succeeded" if attempt == attempts else "lost"
+            doc_id, body = execution("a", minute, attempt, status)
+            store.create(EXECUTIONS, doc_id, body)
+            created.append((body["fire_time"], attempt, doc_id))
+            other_id, other = execution("b", minute, attempt, status)
+            store.create(EXECUTIONS, other_id, other)
+    return [doc_id for _, _, doc_id in sorted(created, reverse=True)]
+
+
+def test_find_sorted_descending(store: DocumentStore, executions: list[str]) -> None:
+    docs = store.find(EXECUTIONS, {"job": "a"}, sort=[("fire_time", True), ("attempt", True)])
+    assert [d["_id"] for d in docs] == executions
+    assert all(d["job"] == "a" and d["_rev"] for d in docs)
+    newest = store.find(EXECUTIONS, {"job": "a"}, sort=[("fire_time", True), ("attempt", True)], limit=1)
+    assert [d["_id"] for d in newest] == executions[:1]
+
+
+def test_find_sorted_ascending(store: DocumentStore, executions: list[str]) -> None:
+    docs = store.find(EXECUTIONS, {"job": "a"}, sort=[("fire_time", False), ("attempt", False)])
+    assert [d["_id"] for d in docs] == executions[::-1]
+
+
+def test_find_paging_with_limit_and_skip(store: DocumentStore, executions: list[str]) -> None:
+    sort = [("fire_time", True), ("attempt", True)]
+    pages: list[str] = []
+    for skip in range(0, len(executions) + 3, 3):
+        page = store.find(EXECUTIONS, {"job": "a"}, sort=sort, limit=3, skip=skip)
+        assert len(page) <= 3
+        pages.extend(d["_id"] for d in page)
+    assert pages == executions
+    assert store.find(EXECUTIONS, {"job": "a"}, sort=sort, limit=0) == []
+    assert store.find(EXECUTIONS, {"job": "a"}, sort=sort, skip=len(executions)) == []
+
+
+def test_find_without_limit_returns_everything(
+    store: DocumentStore, executions: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(couchdb_module, "PAGE", 3)  # CouchDB pages _find; make it page here
+    docs = store.find(EXECUTIONS, {"job": "b"}, sort=[("fire_time", True), ("attempt", True)])
+    assert len(docs) == len(executions) and all(d["job"] == "b" for d in docs)
+    assert len(store.find(EXECUTIONS, {})) == 2 * len(executions)
+
+
+def test_find_with_several_fields(store: DocumentStore, executions: list[str]) -> None:
+    lost = store.find(
+        EXECUTIONS, {"job": "a", "status": "lost"}, sort=[("fire_time", True), ("attempt", True)]
+    )
+    assert [d["_id"] for d in lost] == [i for i in executions if store.get(EXECUTIONS, i)["status"] == "lost"]
+    assert len(lost) == 3
+    assert len(store.find(EXECUTIONS, {"status": "succeeded"})) == 10
+    assert store.find(EXECUTIONS, {"job": "nobody"}) == []
+    one = store.find(EXECUTIONS, {"job": "a", "fire_time": "2026-11-26T21:03:00Z", "attempt": 2})
+    assert [d["_id"] for d in one] == ["a@2026-11-26T21:03:00Z#2"]
+
+
+def test_find_sees_updates(store: DocumentStore, executions: list[str]) -> None:
+    doc = store.get(EXECUTIONS, executions[0])
+    store.update(EXECUTIONS, executions[0], {**strip(doc), "status": "running"}, doc["_rev"])
+    running = store.find(EXECUTIONS, {"status": "running"})
+    assert [d["_id"] for d in running] == [executions[0]]
+
+
+def test_find_boolean_and_typed_values(store: DocumentStore) -> None:
+    store.create(JOBS, "on", {"name": "on", "enabled": True})
+    store.create(JOBS, "off", {"name": "off", "enabled": False})
+    store.create(JOBS, "one", {"name": "one", "enabled": 1})
+    store.create(JOBS, "zero", {"name": "zero", "enabled": 0})
+    store.create(JOBS, "text", {"name": "text", "enabled": "true"})
+    store.create(JOBS, "null", {"name": "null", "enabled": None})
+    store.create(JOBS, "missing", {"name": "missing"})
+
+    def names(selector: dict[str, Any]) -> list[str]:
+        return [d["_id"] for d in store.find(JOBS, selector, sort=[("name", False)])]
+
+    assert names({"enabled": True}) == ["on"]
+    assert names({"enabled": False}) == ["off"]
+    assert names({"enabled": 1}) == ["one"]
+    assert names({"enabled": 0}) == ["zero"]
+    assert names({"enabled": "true"}) == ["text"]
+    assert names({"enabled": None}) == ["null"]
+    assert names({"name": "on", "enabled": True}) == ["on"]
+    assert names({"name": "on", "enabled": False}) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# changes
+# ---------------------------------------------------------------------------------------------
+
+
+def _drain(store: DocumentStore, since: str, limit: int = 1000) -> tuple[list[Change], str]:
+    """Every change after ``since``, read ``limit`` at a time."""
+    found: list[Change] = []
+    for _ in range(1000):
+        batch, position = store.changes(since, limit=limit)
+        found.extend(batch)
+        if not batch:
+            return found, position
+        since = position
+    raise AssertionError("the change feed never ran dry")
+
+
+def test_changes_from_now(backend: str, new_store: StoreFactory) -> None:
+    writer = new_store()
+    writer.create(JOBS, "before", {"name": "before"})
+    reader = new_store()  # another node on the same database
+
+    changes, position = reader.changes(None)
+    assert changes == [] and isinstance(position, str)
+
+    rev = writer.create(JOBS, "nightly", {"name": "nightly", "enabled": True})
+    doc_id, body = execution("nightly", 34)
+    writer.create(EXECUTIONS, doc_id, body)
+
+    changes, position2 = _drain(reader, position)
+    assert Change(JOBS, "nightly") in changes
+    assert Change(EXECUTIONS, doc_id) in changes
+    assert Change(JOBS, "before") not in changes
+    if backend == "sqlite":
+        assert sorted(changes, key=str) == sorted(
+            [Change(JOBS, "nightly"), Change(EXECUTIONS, doc_id)], key=str
+        )
+
+    # Nothing new: nothing reported (strictly so in SQLite; CouchDB may replay, never skip).
+    again, position3 = reader.changes(position2)
+    if backend == "sqlite":
+        assert again == [] and position3 == position2
+
+    writer.update(JOBS, "nightly", {"name": "nightly", "enabled": False}, rev)
+    changes, _ = _drain(reader, position3)
+    assert Change(JOBS, "nightly") in changes
+    if backend == "sqlite":
+        assert changes == [Change(JOBS, "nightly")]
+
+
+def test_changes_in_small_batches(backend: str, store: DocumentStore) -> None:
+    _, position = store.changes(None)
+    expected = set()
+    for i in range(7):
+        store.create(JOBS, f"job{i}", {"name": f"job{i}", "enabled": True})
+        doc_id, body = execution(f"job{i}", i)
+        store.create(EXECUTIONS, doc_id, body)
+        expected |= {Change(JOBS, f"job{i}"), Change(EXECUTIONS, doc_id)}
+    first, _ = store.changes(position, limit=3)
+    assert 1 <= len(first) <= 3
+    changes, _ = _drain(store, position, limit=3)
+    assert set(changes) == expected
+    if backend == "sqlite":
+        assert len(changes) == len(expected)  # once each
+
+
+def test_changes_from_the_start(backend: str, store: DocumentStore) -> None:
+    doc_id, body = execution("a", 1)
+    rev = store.create(EXECUTIONS, doc_id, body)
+    for status in ("succeeded", "failed", "lost"):
+        rev = store.update(EXECUTIONS, doc_id, {**body, "status": status}, rev)
+    if backend == "sqlite":
+        changes, _ = _drain(store, "0")
+        assert changes == [Change(EXECUTIONS, doc_id)]  # one row per document, not per write
+
+
+# ---------------------------------------------------------------------------------------------
+# Concurrency
+# ---------------------------------------------------------------------------------------------
+
+
+def test_concurrent_creates_from_threads(new_store: StoreFactory) -> None:
+    """Leaders in two threads (one store each, and one shared) insert the same attempts."""
+    shared = new_store()
+    stores = [new_store(), new_store(), shared, shared]
+    ids = [execution("race", minute)[0] for minute in range(10)]
+    barrier = threading.Barrier(len(stores))
+    wins: list[list[str]] = [[] for _ in stores]
+    errors: list[BaseException] = []
+
+    def leader(index: int) -> None:
+        try:
+            for doc_id in ids:
+                barrier.wait(timeout=30)
+                try:
+                    stores[index].create(EXECUTIONS, doc_id, {"job": "race", "node": f"n{index}"})
+                    wins[index].append(doc_id)
+                except ConflictError:
+                    pass
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=leader, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert sorted(doc_id for won in wins for doc_id in won) == sorted(ids)  # exactly one winner each
+    for doc_id in ids:
+        winner = next(i for i, won in enumerate(wins) if doc_id in won)
+        assert shared.get(EXECUTIONS, doc_id)["node"] == f"n{winner}"
+
+
+def _leader_process(url: str, node: str, ids: list[str], start: Any, results: Any) -> None:
+    store = _store_for_url(url)
+    store.open()
+    won = []
+    start.wait(30)
+    for doc_id in ids:
+        try:
+            store.create(EXECUTIONS, doc_id, {"job": "race", "node": node})
+            won.append(doc_id)
+        except ConflictError:
+            pass
+    store.close()
+    results.put((node, won))
+
+
+def test_concurrent_creates_from_processes(backend: str, store_url: str, new_store: StoreFactory) -> None:
+    """Two dcrond processes sharing one store insert the same attempts: one wins each."""
+    store = new_store()  # creates the database first, as the first node to start would
+    ids = [execution("race", minute)[0] for minute in range(40)]
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    results = context.Queue()
+    processes = [
+        context.Process(target=_leader_process, args=(store_url, f"p{i}", ids, start, results))
+        for i in range(2)
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    outcome = dict(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    assert sorted(outcome["p0"] + outcome["p1"]) == sorted(ids)
+    for doc_id in ids:
+        assert store.get(EXECUTIONS, doc_id)["node"] == ("p0" if doc_id in outcome["p0"] else "p1")
+    if backend == "sqlite":
+        changes, _ = _drain(store, "0")
+        assert sorted(c.doc_id for c in changes) == sorted(ids)
+
+
+def _starting_node(url: str, node: str, start: Any, results: Any) -> None:
+    start.wait(30)
+    try:
+        store = _store_for_url(url)
+        store.open()
+        won = 0
+        for minute in range(20):
+            try:
+                store.create(EXECUTIONS, execution("race", minute)[0], {"job": "race", "node": node})
+                won += 1
+            except ConflictError:
+                pass
+        store.close()
+        results.put((node, won))
+    except Exception as exc:
+        results.put((node, repr(exc)))
+
+
+def test_sqlite_nodes_starting_together_on_a_new_file(tmp_path: Path) -> None:
+    """Several dcrond nodes of one host open a database file that does not exist yet, at once."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(4):
+        url = f"sqlite://{tmp_path}/round{round_}/dcron.db"
+        start = context.Event()
+        results = context.Queue()
+        nodes = [
+            context.Process(target=_starting_node, args=(url, f"n{i}", start, results)) for i in range(4)
+        ]
+        for node in nodes:
+            node.start()
+        start.set()
+        outcome = dict(results.get(timeout=60) for _ in nodes)
+        for node in nodes:
+            node.join(30)
+        assert all(isinstance(won, int) for won in outcome.values()), outcome
+        assert sum(outcome.values()) == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Outages and reopening
+# ---------------------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def unreachable_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_text("a file where the database's directory should be")
+        return f"sqlite://{blocker}/state/dcron.db"
+    return f"http://127.0.0.1:{_closed_port()}/dcron"
+
+
+def test_unreachable_store_raises_unavailable(unreachable_url: str) -> None:
+    store = _store_for_url(unreachable_url)
+    started = time.monotonic()
+    with pytest.raises(UnavailableError) as info:
+        store.open()
+    with pytest.raises(UnavailableError):
+        store.create(JOBS, "x", {"name": "x"})
+    with pytest.raises(UnavailableError):
+        store.get(JOBS, "x")
+    with pytest.raises(UnavailableError):
+        store.find(JOBS, {"enabled": True})
+    with pytest.raises(UnavailableError):
+        store.changes(None)
+    assert time.monotonic() - started < 10
+    if unreachable_url.startswith("http"):
+        assert urlsplit(unreachable_url).netloc in str(info.value)
+    else:
+        assert "not-a-directory" in str(info.value)
+    store.close()
+
+
+def test_couchdb_server_that_never_answers(tmp_path: Path) -> None:
+    """A server that accepts connections but never answers: UnavailableError after the timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # never accept(): the kernel completes handshakes, nobody answers
+        port = listener.getsockname()[1]
+        store = CouchDBDocumentStore(f"http://127.0.0.1:{port}/dcron?timeout=1")
+        started = time.monotonic()
+        with pytest.raises(UnavailableError, match=f"127.0.0.1:{port}"):
+            store.open()
+        with pytest.raises(UnavailableError):
+            store.get(JOBS, "x")
+        assert time.monotonic() - started < 6
+        store.close()
+
+
+def test_couchdb_password_is_not_shown() -> None:
+    url = f"http://admin:s3cret@127.0.0.1:{_closed_port()}/dcron"
+    store = CouchDBDocumentStore(url, timeout=2)
+    with pytest.raises(UnavailableError) as info:
+        store.open()
+    assert "s3cret" not in str(info.value) and "admin" in str(info.value)
+    assert "s3cret" not in repr(store)
+
+
+def test_sqlite_locked_by_another_process_raises_unavailable(tmp_path: Path) -> None:
+    """Another process holds the write lock past our timeout: UnavailableError, then recovery."""
+    path = tmp_path / "dcron.db"
+    store = SQLiteDocumentStore(str(path), timeout=0.5)
+    store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(UnavailableError, match=r"dcron\.db"):
+            store.create(JOBS, "x", {"name": "x"})
+        assert 0.4 < time.monotonic() - started < 5
+        assert store.find(JOBS, {}) == []  # readers are not blocked in WAL mode
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.create(JOBS, "x", {"name": "x"})
+    assert store.get(JOBS, "x")["name"] == "x"
+    store.close()
+
+
+def test_sqlite_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "dcron.db"
+    path.write_bytes(b"this is not an SQLite database, but it is long enough to look like a header" * 20)
+    store = SQLiteDocumentStore(str(path), timeout=1)
+    with pytest.raises(UnavailableError, match="not a database"):
+        store.open()
+    store.close()
+
+
+def test_open_twice_and_reopen(backend: str, new_store: StoreFactory, store_url: str) -> None:
+    first = new_store()
+    first.open()
+    first.open()
+    rev = first.create(JOBS, "kept", {"name": "kept", "enabled": True})
+    first.find(EXECUTIONS, {"job": "kept"}, sort=[("fire_time", True), ("attempt", True)])
+    before = _schema(backend, store_url)
+    first.close()
+
+    second = new_store()
+    second.open()
+    assert second.get(JOBS, "kept")["_rev"] == rev
+    assert [d["_id"] for d in second.find(JOBS, {"enabled": True})] == ["kept"]
+    assert _schema(backend, store_url) == before  # nothing created twice
+
+
+def _schema(backend: str, url: str) -> list[str]:
+    """What ``open`` creates: SQLite's schema objects, or CouchDB's design documents."""
+    if backend == "sqlite":
+        path, _ = sqlite_module.parse_url(url)
+        with sqlite3.connect(path) as conn:
+            return sorted(row[0] for row in conn.execute("SELECT name FROM sqlite_master"))
+    base, _, prefix = url.rpartition("/")
+    names = []
+    for collection in (JOBS, EXECUTIONS):
+        answer = requests.get(f"{base}/{prefix}_{collection}/_index", timeout=5).json()
+        names += sorted(f"{collection}:{index['name']}" for index in answer["indexes"])
+    return names
+
+
+def test_closed_store_refuses_calls(store: DocumentStore) -> None:
+    store.close()
+    with pytest.raises(Exception) as info:
+        store.get(JOBS, "x")
+    assert "closed" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs and the plugin hooks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sqlite_urls(tmp_path: Path) -> None:
+    absolute = sqlite_module.dcron_document_store(f"sqlite://{tmp_path}/a.db", {})
+    assert isinstance(absolute, SQLiteDocumentStore) and absolute.path == f"{tmp_path}/a.db"
+    relative = sqlite_module.dcron_document_store(
+        "sqlite://state/b.db?timeout=2.5", {"data_dir": str(tmp_path)}
+    )
+    assert isinstance(relative, SQLiteDocumentStore)
+    assert relative.path == f"{tmp_path}/state/b.db" and relative.timeout == 2.5
+    relative.open()
+    assert (tmp_path / "state" / "b.db").exists()
+    relative.close()
+    for url in ("http://127.0.0.1:5984/dcron", "file:///tmp/x", "zk://h:2181"):
+        assert sqlite_module.dcron_document_store(url, {}) is None
+    for bad in (
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:/tmp/x.db",
+        "sqlite:///x.db?timeout=soon",
+        "sqlite:///x?mode=ro",
+    ):
+        with pytest.raises(ValidationError):
+            sqlite_module.dcron_document_store(bad, {})
+
+
+def test_couchdb_urls() -> None:
+    plain = couchdb_module.dcron_document_store("http://127.0.0.1:5984/prod", {})
+    assert isinstance(plain, CouchDBDocumentStore) and plain.prefix == "prod"
+    assert plain.db_name(JOBS) == "prod_jobs" and plain.db_name(EXECUTIONS) == "prod_executions"
+    default = couchdb_module.dcron_document_store("https://127.0.0.1:6984/", {"couchdb_timeout": 2})
+    assert isinstance(default, CouchDBDocumentStore) and default.prefix == "dcron" and default.timeout == 2
+    proxied = couchdb_module.parse_url("https://u:p%40ss@couch.example.org/couchdb/team_a?timeout=3")
+    assert proxied == ("https://u:p%40ss@couch.example.org/couchdb", "team_a", 3.0)
+    for url in ("sqlite:///x.db", "file:///tmp/x", "zk://h:2181"):
+        assert couchdb_module.dcron_document_store(url, {}) is None
+    for bad in (
+        "http://127.0.0.1:5984/Upper",
+        "http://127.0.0.1:5984/9lives",
+        "http://:5984/x",
+        "http://h:port/x",
+    ):
+        with pytest.raises(ValidationError):
+            couchdb_module.dcron_document_store(bad, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput sanity (not a benchmark): the leader and workers write one create and one update per
+# run, and 1,000 jobs can be due in the same second.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sqlite_thousand_runs_sanity(tmp_path: Path) -> None:
+    store = SQLiteDocumentStore(str(tmp_path / "dcron.db"))
+    store.open()
+
+    def runs(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            doc_id, body = execution(f"job{i}", 34)
+            rev = store.create(EXECUTIONS, doc_id, {**body, "node": "n1"})
+            store.update(
+                EXECUTIONS, doc_id, {**body, "node": "n1", "status": "succeeded", "exit_code": 0}, rev
+            )
+
+    started = time.monotonic()
+    runs(0, 1000)
+    single = time.monotonic() - started
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=runs, args=(1000 + 250 * t, 250)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    threaded = time.monotonic() - started
+
+    print(f"sqlite: 1000 create+update in {single:.2f} s (one thread), {threaded:.2f} s (four threads)")
+    assert len(store.find(EXECUTIONS, {"status": "succeeded"})) == 2000
+    # Generous: a regression to an fsync per commit or a table scan per write shows up as far worse.
+    assert single < 20 and threaded < 20
+    store.close()
