@@ -13,6 +13,7 @@ import os
 import sys
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -218,15 +219,15 @@ def status(ctx: Ctx) -> None:
 def next_(ctx: Ctx, expression: str, tz: str, after: str | None, count: int) -> None:
     """Print the next fire instants of EXPRESSION (no node needed)."""
     sched = parse_schedule(expression, tz)
+    zone = ZoneInfo(tz)
     at = parse_instant(after, "--after") if after else utcnow()
-    zone = sched.zone if hasattr(sched, "zone") else None
-    out: list[str] = []
+    instants: list[datetime] = []
     for _ in range(count):
         at = sched.next_after(at)
-        local: datetime = at.astimezone(zone) if zone is not None else at
-        out.append(local.isoformat())
-    _out(ctx, {"expression": expression, "tz": tz, "next": out, "next_utc": [format_instant(x) for x in
-         (parse_instant(o) for o in out)]}, "\n".join(out))
+        instants.append(at)
+    local = [i.astimezone(zone).isoformat() for i in instants]
+    _out(ctx, {"expression": expression, "tz": tz, "next": local, "next_utc": [format_instant(i) for i in instants]},
+         "\n".join(local))
 
 
 def _config_default_map(argv: list[str]) -> dict[str, Any]:
@@ -265,3 +266,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: internal error: {exc!r} (set DCRON_DEBUG=1 for a traceback)", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

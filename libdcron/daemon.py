@@ -154,3 +154,7 @@ def _start(node: Any, stop: threading.Event) -> None:
 
 def main() -> None:
     dcrond(prog_name="dcrond")
+
+
+if __name__ == "__main__":
+    main()

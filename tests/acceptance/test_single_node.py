@@ -1,0 +1,229 @@
+"""One real ``dcrond`` on embedded defaults, driven by the real ``dcron`` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from libdcron.model import parse_instant
+
+from .harness import Cluster, wait_for
+
+PY = 'import os\nprint("py", os.environ["DCRON_JOB"], os.environ["DCRON_FIRE_TIME"])\n'
+RB = 'puts "rb #{ENV["DCRON_JOB"]} #{RUBY_VERSION}"\n$stderr.puts "rb-stderr"\n'
+SH = 'echo "sh $DCRON_JOB attempt $DCRON_ATTEMPT"\necho "sh-stderr" >&2\nexit 0\n'
+
+
+def write(tmp: Path, name: str, text: str) -> str:
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+def executions(cluster: Cluster, name: str, limit: int = 100) -> list[dict]:  # type: ignore[type-arg]
+    return list(cluster.json("executions", name, "--limit", str(limit))["executions"])
+
+
+def done(cluster: Cluster, name: str, n: int) -> list[dict]:  # type: ignore[type-arg]
+    def enough() -> list[dict] | None:  # type: ignore[type-arg]
+        rows = [e for e in executions(cluster, name) if e["status"] != "running"]
+        return rows if len(rows) >= n else None
+
+    return wait_for(enough, 30)  # type: ignore[no-any-return]
+
+
+def test_python_ruby_and_sh_jobs_run_and_their_logs_are_kept(cluster: Cluster, tmp_path: Path) -> None:
+    if shutil.which("ruby") is None and os.environ.get("CI"):
+        pytest.fail("ruby is not installed (scripts/install-services.sh installs it)")
+    cluster.add("solo")
+    cluster.wait_ready()
+    cluster.dcron("schedule", "py", "--cron", "*/2 * * * * *", "-i", "python", "-s", write(tmp_path, "a.py", PY))
+    cluster.dcron("schedule", "sh", "--cron", "*/2 * * * * *", "-i", "sh", "-s", write(tmp_path, "a.sh", SH))
+    if shutil.which("ruby"):
+        cluster.dcron("schedule", "rb", "--cron", "*/2 * * * * *", "-i", "ruby", "-s", write(tmp_path, "a.rb", RB))
+    for name in ("py", "sh", *(["rb"] if shutil.which("ruby") else [])):
+        rows = done(cluster, name, 2)
+        for row in rows:
+            assert row["status"] == "succeeded", row
+            assert row["exit_code"] == 0
+            assert row["node"] == "solo"
+            assert row["attempt"] == 1
+            fire = parse_instant(row["fire_time"])
+            assert fire.second % 2 == 0 and fire.microsecond == 0
+            # The process starts on time: the leader sends the run ahead of the fire instant.
+            assert 0 <= (parse_instant(row["started"]) - fire).total_seconds() < 1.0
+        fires = [r["fire_time"] for r in rows]
+        assert fires == sorted(fires, reverse=True), "executions are newest first"
+        log = cluster.dcron("logs", rows[-1]["id"]).stdout
+        if name == "py":
+            assert log.strip() == f"py py {rows[-1]['fire_time']}"
+        elif name == "sh":
+            assert "sh sh attempt 1" in log and "sh-stderr" in log
+        else:
+            assert "rb rb " in log and "rb-stderr" in log
+
+
+def test_failure_timeout_and_process_group_kill(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.add("solo")
+    cluster.wait_ready()
+    cluster.dcron("schedule", "fails", "-c", "0 0 1 1 *", "-i", "sh", "-s", write(tmp_path, "f.sh", "echo no; exit 3\n"))
+    pidfile = tmp_path / "child.pid"
+    slow = f"sleep 300 &\necho $! > {pidfile}\nwait\n"
+    cluster.dcron("schedule", "slow", "-c", "0 0 1 1 *", "-i", "sh", "-s", write(tmp_path, "s.sh", slow),
+                  "--timeout", "1", "--max-attempts", "2")
+    cluster.dcron("run", "fails")
+    cluster.dcron("run", "slow")
+    row = done(cluster, "fails", 1)[0]
+    assert row["status"] == "failed" and row["exit_code"] == 3
+    rows = done(cluster, "slow", 2)
+    assert [r["status"] for r in rows] == ["timeout", "timeout"]
+    assert [r["attempt"] for r in rows] == [2, 1]
+    assert rows[0]["fire_time"] == rows[1]["fire_time"]
+    assert "timeout of 1s" in rows[0]["reason"]
+    # The whole process group was killed, the backgrounded child too.
+    child = int(pidfile.read_text())
+    wait_for(lambda: not Path(f"/proc/{child}").exists(), 5)
+    time.sleep(2)
+    assert len(executions(cluster, "slow")) == 2, "max_attempts=2 stops the retries"
+
+
+def test_no_overlap_between_runs_of_one_job(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.add("solo")
+    cluster.wait_ready()
+    cluster.dcron("schedule", "long", "-c", "* * * * * *", "-i", "sh", "-s", write(tmp_path, "l.sh", "sleep 2.5\n"))
+    rows = done(cluster, "long", 3)
+    spans = sorted((parse_instant(r["started"]), parse_instant(r["ended"])) for r in rows if r["status"] != "running")
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"runs overlap: {spans}"
+    # Fire times that passed during a run collapse into one run right after it.
+    gaps = [(b[0] - a[1]).total_seconds() for a, b in zip(spans, spans[1:], strict=False)]
+    assert all(g < 1.0 for g in gaps), gaps
+
+
+def test_log_size_cap_adds_a_marker(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.add("solo", "--log-cap", "1000")
+    cluster.wait_ready()
+    script = "import sys\nsys.stdout.write('x' * 5000)\n"
+    cluster.dcron("schedule", "chatty", "-c", "0 0 1 1 *", "-i", "python", "-s", write(tmp_path, "c.py", script))
+    cluster.dcron("run", "chatty")
+    row = done(cluster, "chatty", 1)[0]
+    log = cluster.dcron("logs", row["id"]).stdout
+    assert log.startswith("x" * 1000)
+    assert "[dcron: log truncated at 1000 bytes; 4000 more bytes discarded]" in log
+    assert log.count("x") == 1000
+
+
+def test_lookback_after_downtime_runs_only_the_newest_missed_fire_time(cluster: Cluster, tmp_path: Path) -> None:
+    node = cluster.add("solo")
+    cluster.wait_ready()
+    cluster.dcron("schedule", "tick", "-c", "*/3 * * * * *", "-i", "sh", "-s", write(tmp_path, "t.sh", "true\n"))
+    done(cluster, "tick", 1)
+    assert node.terminate() == 0
+    stopped = time.time()
+    time.sleep(7.5)  # two or three fire times pass while the node is down
+    cluster.nodes.clear()
+    cluster.add("solo")
+    cluster.wait_ready()
+    time.sleep(1.0)
+    after = sorted(
+        (r for r in executions(cluster, "tick") if parse_instant(r["fire_time"]).timestamp() > stopped),
+        key=lambda r: r["fire_time"],
+    )
+    catch_up = parse_instant(after[0]["fire_time"]).timestamp()
+    # Fire times missed before the newest one were skipped (at least two fell in the downtime) ...
+    skipped = [t for t in range(int(stopped) + 1, int(catch_up)) if t % 3 == 0]
+    assert len(skipped) >= 1, (stopped, catch_up)
+    # ... and the newest one ran exactly once.
+    assert [r["fire_time"] for r in after].count(after[0]["fire_time"]) == 1
+    log = cluster.nodes[0].log()
+    assert f"lookback: tick missed {after[0]['fire_time']}, running it now" in log
+
+
+def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.add("solo")
+    cluster.wait_ready()
+    script = write(tmp_path, "ok.sh", "true\n")
+    cases = [
+        (["schedule", "a", "-c", "* 25 * * *", "-i", "sh", "-s", script], "field 2 (hour)"),
+        (["schedule", "a", "-c", "* * *", "-i", "sh", "-s", script], "expected 5 fields"),
+        (["schedule", "a", "-c", "* * * * *", "-i", "cobol", "-s", script], "unknown interpreter 'cobol'"),
+        (["schedule", "a", "-c", "* * * * *", "-i", "sh", "-s", "scripts/nope.sh"], "not found"),
+        (["schedule", "a" * 101, "-c", "* * * * *", "-i", "sh", "-s", script], "at most 100"),
+        (["schedule", "", "-c", "* * * * *", "-i", "sh", "-s", script], "non-empty"),
+        (["schedule", "a", "-c", "* * * * *", "-i", "sh", "-s", script, "--tz", "Mars/Base"], "time zone"),
+        (["show", "ghost"], "no job named 'ghost'"),
+        (["logs", "ghost@2026-01-01T00:00:00Z#1"], "no execution"),
+    ]
+    for args, message in cases:
+        result = cluster.dcron(*args, check=False)
+        assert result.returncode == 1, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    cluster.dcron("schedule", "a", "-c", "* * * * *", "-i", "sh", "-s", script)
+    taken = cluster.dcron("schedule", "a", "-c", "* * * * *", "-i", "sh", "-s", script, check=False)
+    assert taken.returncode == 1 and "already exists" in taken.stderr
+    updated = cluster.json("schedule", "a", "-c", "*/5 * * * *", "-i", "sh", "-s", script, "--update")
+    assert updated["created"] is False and updated["job"]["version"] == 2
+    assert cluster.json("show", "a")["job"]["schedule"] == "*/5 * * * *"
+
+
+def test_garbage_and_oversized_frames_do_not_stop_the_node(cluster: Cluster) -> None:
+    node = cluster.add("solo")
+    cluster.wait_ready()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        for frames in ([b"", b"garbage"], [b"", b"DCRON/1", b"\x10", b"{not json"], [b"", b"DCRON/1", b"\x10", b"[]"],
+                       [b"", b"DCRON/1", b"\xff", b"{}"], [b"", os.urandom(32)]):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(node.endpoint)
+            sock.send_multipart(frames)
+            assert sock.poll(5000), f"no error reply to {frames!r}"
+            reply = sock.recv_multipart()
+            assert reply[2] == b"\x01" and b"error" in reply[3]
+            sock.close()
+        big = ctx.socket(zmq.DEALER)
+        big.setsockopt(zmq.LINGER, 0)
+        big.connect(node.endpoint)
+        big.send_multipart([b"", b"DCRON/1", b"\x10", b"x" * (20 * 1024 * 1024)])
+        time.sleep(1)
+        big.close()
+    finally:
+        ctx.destroy(linger=0)
+    host, port = node.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(os.urandom(10000))
+    time.sleep(0.3)
+    assert node.alive()
+    assert cluster.json("status")["node"] == "solo"
+    assert "rejected a malformed message" in node.log()
+
+
+def test_sigterm_stops_cleanly_with_pidfile(cluster: Cluster, tmp_path: Path) -> None:
+    pidfile = tmp_path / "dcrond.pid"
+    node = cluster.add("solo", "--pidfile", str(pidfile))
+    cluster.wait_ready()
+    assert node.proc is not None and int(pidfile.read_text()) == node.proc.pid
+    assert node.terminate() == 0
+    assert not pidfile.exists()
+    log = node.log()
+    assert "listening on" in log and "data in" in log and "dcrond stopped" in log
+
+
+def test_json_output_and_env_config(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.add("solo")
+    cluster.wait_ready()
+    config = tmp_path / "dcron.toml"
+    config.write_text(f'[client]\nendpoint = "{cluster.nodes[0].endpoint}"\n')
+    env_endpoint = "tcp://127.0.0.1:1"  # wrong on purpose: --config must not be overridden by... the env wins
+    result = cluster.dcron("--config", str(config), "list", "--json", endpoint=cluster.nodes[0].endpoint)
+    assert json.loads(result.stdout) == {"jobs": []}
+    bad = cluster.dcron("list", check=False, endpoint=env_endpoint)
+    assert bad.returncode == 1 and "did not answer" in bad.stderr
