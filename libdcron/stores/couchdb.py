@@ -10,6 +10,10 @@ URL forms (see :func:`parse_url`):
   path (``/couchdb``), prefix ``prod``;
 - ``?timeout=SECONDS`` -- the per-request timeout (default 5); ``options["couchdb_timeout"]`` too.
 
+``options["couchdb_verify"]``: ``True`` (default) checks the server's TLS certificate, ``False``
+does not, a path names a CA bundle.  The user needs admin rights on the two databases (``open``
+creates them and their index design documents) unless an admin created them beforehand.
+
 Only the API Apache CouchDB 3 has is used: documents (``PUT``/``GET`` with ``_rev``), Mango
 ``_find`` with ``sort``/``limit``/``skip``/``use_index`` (no bookmarks: pouchdb-server lacks them),
 ``POST /db/_index``, the normal (non-continuous) ``_changes`` feed and ``GET /db``.
@@ -295,6 +299,12 @@ class CouchDBDocumentStore(DocumentStore):
             raise error(
                 f"CouchDB document store {self._where}: {what}: HTTP {response.status_code} "
                 f"{response.reason} ({response.text[:200]!r})"
+            )
+        if not isinstance(result, dict | list):
+            content_type = response.headers.get("content-type")
+            raise UnavailableError(
+                f"CouchDB document store {self._where}: {what}: unexpected answer, not CouchDB's JSON "
+                f"(HTTP {response.status_code}, {content_type}: {response.text[:100]!r})"
             )
         return result
 

@@ -7,7 +7,9 @@ by ``scripts/services.sh start``) and is marked ``couchdb``.  Every test works i
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
 import multiprocessing
 import socket
 import sqlite3
@@ -16,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -528,6 +530,67 @@ def test_couchdb_server_that_never_answers(tmp_path: Path) -> None:
             store.get(JOBS, "x")
         assert time.monotonic() - started < 6
         store.close()
+
+
+class _FakeCouch(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the class's ``status``/``content_type``/``body``; records headers."""
+
+    status = 500
+    content_type = "application/json"
+    body = b'{"error":"internal_server_error","reason":"boom"}'
+    seen: ClassVar[list[str | None]] = []
+
+    def _answer(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(self.status)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "message"),
+    [
+        (500, "application/json", b'{"error":"internal_server_error","reason":"boom"}', "server error"),
+        (503, "text/html", b"<html>maintenance</html>", "HTTP 503"),
+        (
+            401,
+            "application/json",
+            b'{"error":"unauthorized","reason":"Name or password is incorrect."}',
+            "refused",
+        ),
+        (200, "text/plain", b"I am not CouchDB", "unexpected answer"),
+    ],
+)
+def test_couchdb_error_answers_become_unavailable(
+    status: int, content_type: str, body: bytes, message: str
+) -> None:
+    class Handler(_FakeCouch):
+        pass
+
+    Handler.status, Handler.content_type, Handler.body, Handler.seen = status, content_type, body, []
+    handler = Handler
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        store = CouchDBDocumentStore(f"http://admin:p%40ss@127.0.0.1:{port}/dcron", timeout=2)
+        with pytest.raises(UnavailableError, match=message):
+            store.open()
+        assert handler.seen and handler.seen[0] == "Basic " + base64.b64encode(b"admin:p@ss").decode()
+        store.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_couchdb_password_is_not_shown() -> None:
