@@ -86,7 +86,7 @@ class Api:
             "members": [m.to_wire() for m in node.election.members()],
             "capacity": node.worker.capacity,
             "running": node.worker.running(),
-            "outbox": node.recorder.pending(),
+            "outbox": node.recorder.pending() if node.recorder else 0,
             "store": node.settings.store,
             "objects": node.settings.objects,
             "election": node.settings.election,
@@ -109,7 +109,9 @@ class Api:
         interpreter = _str(body, "interpreter") or ""
         known = self.node.plugins.interpreters()
         if interpreter not in known:
-            raise ValidationError(f"unknown interpreter {interpreter!r}; this node knows {', '.join(sorted(known))}")
+            raise ValidationError(
+                f"unknown interpreter {interpreter!r}; this node knows {', '.join(sorted(known))}"
+            )
         timeout = _int(body, "timeout", 0, 0, 366 * 24 * 3600)
         max_attempts = _int(body, "max_attempts", 3, 1, 100)
         update = bool(body.get("update", False))
@@ -133,10 +135,14 @@ class Api:
             return {"job": job.to_doc(), "created": True, "next": self._next(job, 1)}
         except ConflictError:
             if not update:
-                raise ConflictError(f"a job named {name!r} already exists; pass --update to change it") from None
+                raise ConflictError(
+                    f"a job named {name!r} already exists; pass --update to change it"
+                ) from None
         for _ in range(5):
             current = self._get_job(name)
-            job = job.with_changes(created=current.created, enabled=current.enabled, version=current.version + 1)
+            job = job.with_changes(
+                created=current.created, enabled=current.enabled, version=current.version + 1
+            )
             try:
                 store.update(JOBS, name, job.to_doc(), current.rev or "")
                 return {"job": job.to_doc(), "created": False, "next": self._next(job, 1)}
@@ -164,8 +170,7 @@ class Api:
         store = self.node.resolve_objects(url)
         if not store.exists(url):
             raise NotFoundError(f"script {url} not found in object storage; upload it or pass a local file")
-        sha = _str(body, "script_sha256", required=False)
-        return url, sha
+        return url, _str(body, "script_sha256", required=False)
 
     def _next(self, job: Job, count: int) -> list[str]:
         if not job.enabled:

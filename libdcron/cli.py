@@ -49,8 +49,14 @@ def _json_option(func: Any) -> Any:
         if value:
             ctx.find_object(Ctx).as_json = True  # type: ignore[union-attr]
 
-    return click.option("--json", "as_json", is_flag=True, expose_value=False, callback=callback,
-                        help="Print JSON instead of text.")(func)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=callback,
+        help="Print JSON instead of text.",
+    )(func)
 
 
 def _out(ctx: Ctx, data: Any, text: str) -> None:
@@ -61,8 +67,13 @@ def _out(ctx: Ctx, data: Any, text: str) -> None:
 
 
 @click.group(context_settings={"auto_envvar_prefix": "DCRON", "help_option_names": ["-h", "--help"]})
-@click.option("--endpoint", "-e", default=DEFAULT_ENDPOINT, show_default=True,
-              help="Node(s) to talk to, comma-separated; any node of the cluster will do.")
+@click.option(
+    "--endpoint",
+    "-e",
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    help="Node(s) to talk to, comma-separated; any node of the cluster will do.",
+)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for a node's reply.")
 @click.option("--config", "config_path", default=None, help="TOML config file ([client] table).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -76,24 +87,62 @@ def cli(ctx: click.Context, endpoint: str, timeout: float, config_path: str | No
 
 @cli.command()
 @click.argument("name")
-@click.option("--cron", "-c", "schedule", required=True,
-              help="Cron expression: 5 fields, 6 with seconds first, @daily..., or '@every 90s'.")
+@click.option(
+    "--cron",
+    "-c",
+    "schedule",
+    required=True,
+    help="Cron expression: 5 fields, 6 with seconds first, @daily..., or '@every 90s'.",
+)
 @click.option("--interpreter", "-i", required=True, help="python, ruby, sh, or a plugin's.")
-@click.option("--script", "-s", required=True,
-              help="A local file (uploaded) or the location of a script already in object storage.")
-@click.option("--timeout", "-t", "job_timeout", default=0, show_default=True, type=click.IntRange(0),
-              help="Seconds before a run is killed and retried elsewhere; 0 waits forever.")
+@click.option(
+    "--script",
+    "-s",
+    required=True,
+    help="A local file (uploaded) or the location of a script already in object storage.",
+)
+@click.option(
+    "--timeout",
+    "-t",
+    "job_timeout",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Seconds before a run is killed and retried elsewhere; 0 waits forever.",
+)
 @click.option("--tz", default="UTC", show_default=True, help="IANA time zone the expression is in.")
-@click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(1, 100),
-              help="Attempts per fire time when runs time out or their worker dies.")
+@click.option(
+    "--max-attempts",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Attempts per fire time when runs time out or their worker dies.",
+)
 @click.option("--update", is_flag=True, help="Change the job if the name is taken.")
 @_json_option
 @click.pass_obj
-def schedule(ctx: Ctx, name: str, schedule: str, interpreter: str, script: str, job_timeout: int,
-             tz: str, max_attempts: int, update: bool) -> None:
+def schedule(
+    ctx: Ctx,
+    name: str,
+    schedule: str,
+    interpreter: str,
+    script: str,
+    job_timeout: int,
+    tz: str,
+    max_attempts: int,
+    update: bool,
+) -> None:
     """Register a job NAME (or change it, with --update)."""
-    reply = ctx.client.schedule(name, schedule, interpreter, script, timeout=job_timeout, tz=tz,
-                                update=update, max_attempts=max_attempts)
+    reply = ctx.client.schedule(
+        name,
+        schedule,
+        interpreter,
+        script,
+        timeout=job_timeout,
+        tz=tz,
+        update=update,
+        max_attempts=max_attempts,
+    )
     verb = "registered" if reply["created"] else "updated"
     nxt = reply["next"][0] if reply["next"] else "never (disabled)"
     _out(ctx, reply, f"{verb} {name}; next run {nxt}")
@@ -128,7 +177,9 @@ def list_jobs(ctx: Ctx) -> None:
     lines = [f"{'NAME':<24} {'STATE':<8} {'SCHEDULE':<20} {'TZ':<16} NEXT"]
     for job in jobs:
         state = "enabled" if job["enabled"] else "disabled"
-        lines.append(f"{job['name']:<24} {state:<8} {job['schedule']:<20} {job['tz']:<16} {job['next'] or '-'}")
+        lines.append(
+            f"{job['name']:<24} {state:<8} {job['schedule']:<20} {job['tz']:<16} {job['next'] or '-'}"
+        )
     _out(ctx, {"jobs": jobs}, "\n".join(lines))
 
 
@@ -141,8 +192,22 @@ def show(ctx: Ctx, name: str, count: int) -> None:
     """Show a job, its next fire times and its latest execution."""
     reply = ctx.client.show(name, count)
     job = reply["job"]
-    lines = [f"{k}: {job[k]}" for k in ("name", "enabled", "schedule", "tz", "interpreter", "script",
-                                        "script_sha256", "timeout", "max_attempts", "version", "updated")]
+    lines = [
+        f"{k}: {job[k]}"
+        for k in (
+            "name",
+            "enabled",
+            "schedule",
+            "tz",
+            "interpreter",
+            "script",
+            "script_sha256",
+            "timeout",
+            "max_attempts",
+            "version",
+            "updated",
+        )
+    ]
     lines.append("next: " + (", ".join(reply["next"]) or "-"))
     last = reply["last"]
     lines.append(f"last: {last['id']} {last['status']}" if last else "last: -")
@@ -158,12 +223,16 @@ def show(ctx: Ctx, name: str, count: int) -> None:
 def executions(ctx: Ctx, name: str, limit: int, page: int) -> None:
     """Executions of NAME, newest first."""
     rows = ctx.client.executions(name, limit=limit, page=page)
-    lines = [f"{'FIRE TIME':<22} {'ATT':>3} {'STATUS':<10} {'EXIT':>4} {'NODE':<18} {'STARTED':<28} "
-             f"{'ENDED':<28} LOG"]
+    lines = [
+        f"{'FIRE TIME':<22} {'ATT':>3} {'STATUS':<10} {'EXIT':>4} {'NODE':<18} {'STARTED':<28} "
+        f"{'ENDED':<28} LOG"
+    ]
     for ex in rows:
         code = "-" if ex["exit_code"] is None else str(ex["exit_code"])
-        lines.append(f"{ex['fire_time']:<22} {ex['attempt']:>3} {ex['status']:<10} {code:>4} {ex['node']:<18} "
-                     f"{ex['started'] or '-':<28} {ex['ended'] or '-':<28} {ex['log'] or '-'}")
+        lines.append(
+            f"{ex['fire_time']:<22} {ex['attempt']:>3} {ex['status']:<10} {code:>4} {ex['node']:<18} "
+            f"{ex['started'] or '-':<28} {ex['ended'] or '-':<28} {ex['log'] or '-'}"
+        )
         if ex.get("reason"):
             lines.append(f"{'':<22}     reason: {ex['reason']}")
     _out(ctx, {"executions": rows, "page": page, "limit": limit}, "\n".join(lines))
@@ -191,8 +260,11 @@ def logs(ctx: Ctx, execution: str) -> None:
 def run(ctx: Ctx, name: str) -> None:
     """Run NAME now, outside its schedule (after its current run, if one is in progress)."""
     reply = ctx.client.run(name)
-    text = (f"{name} is running; this run starts when it ends" if reply.get("queued")
-            else f"started {reply.get('execution')}")
+    text = (
+        f"{name} is running; this run starts when it ends"
+        if reply.get("queued")
+        else f"started {reply.get('execution')}"
+    )
     _out(ctx, reply, text)
 
 
@@ -203,9 +275,12 @@ def status(ctx: Ctx) -> None:
     """Show the node, the leader and the members of the cluster."""
     reply = ctx.client.status()
     leader = reply["leader"]["node_id"] if reply["leader"] else "none"
-    lines = [f"node: {reply['node']} ({reply['endpoint']})", f"leader: {leader}",
-             "members: " + ", ".join(m["node_id"] for m in reply["members"]),
-             f"running here: {len(reply['running'])} of {reply['capacity']}"]
+    lines = [
+        f"node: {reply['node']} ({reply['endpoint']})",
+        f"leader: {leader}",
+        "members: " + ", ".join(m["node_id"] for m in reply["members"]),
+        f"running here: {len(reply['running'])} of {reply['capacity']}",
+    ]
     _out(ctx, reply, "\n".join(lines))
 
 
@@ -226,8 +301,16 @@ def next_(ctx: Ctx, expression: str, tz: str, after: str | None, count: int) -> 
         at = sched.next_after(at)
         instants.append(at)
     local = [i.astimezone(zone).isoformat() for i in instants]
-    _out(ctx, {"expression": expression, "tz": tz, "next": local, "next_utc": [format_instant(i) for i in instants]},
-         "\n".join(local))
+    _out(
+        ctx,
+        {
+            "expression": expression,
+            "tz": tz,
+            "next": local,
+            "next_utc": [format_instant(i) for i in instants],
+        },
+        "\n".join(local),
+    )
 
 
 def _config_default_map(argv: list[str]) -> dict[str, Any]:

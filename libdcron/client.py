@@ -6,6 +6,7 @@ It talks to any node; given several endpoints it tries them in order until one a
 from __future__ import annotations
 
 import base64
+import builtins
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ class Client:
         last: UnavailableError | None = None
         for endpoint in self.endpoints:
             try:
-                return self.transport.request(endpoint, command, body or {}, timeout=self.timeout, retries=retries)
+                return self.transport.request(
+                    endpoint, command, body or {}, timeout=self.timeout, retries=retries
+                )
             except UnavailableError as exc:
                 last = exc
         assert last is not None
@@ -87,14 +90,16 @@ class Client:
     def disable(self, name: str) -> dict[str, Any]:
         return self.call("DISABLE", {"name": name})
 
-    def list(self) -> list[dict[str, Any]]:
-        return list(self.call("LIST")["jobs"])
+    def list(self) -> builtins.list[dict[str, Any]]:
+        return builtins.list(self.call("LIST")["jobs"])
 
     def show(self, name: str, count: int = 3) -> dict[str, Any]:
         return self.call("SHOW", {"name": name, "count": count})
 
-    def executions(self, name: str, limit: int = 20, page: int = 1) -> list[dict[str, Any]]:
-        return list(self.call("EXECUTIONS", {"name": name, "limit": limit, "page": page})["executions"])
+    def executions(self, name: str, limit: int = 20, page: int = 1) -> builtins.list[dict[str, Any]]:
+        return builtins.list(
+            self.call("EXECUTIONS", {"name": name, "limit": limit, "page": page})["executions"]
+        )
 
     def run(self, name: str) -> dict[str, Any]:
         return self.call("RUN", {"name": name})

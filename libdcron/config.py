@@ -73,7 +73,9 @@ class NodeSettings:
         if self.capacity < 1:
             raise ValidationError(f"capacity must be at least 1, got {self.capacity}")
         if not self.listen.startswith(("tcp://", "ipc://")):
-            raise ValidationError(f"listen must be a ZeroMQ endpoint like tcp://127.0.0.1:7571, got {self.listen!r}")
+            raise ValidationError(
+                f"listen must be a ZeroMQ endpoint like tcp://127.0.0.1:7571, got {self.listen!r}"
+            )
         advertise = self.advertise or self.listen.replace("0.0.0.0", socket.gethostname()).replace(
             "*", socket.gethostname()
         )

@@ -46,27 +46,63 @@ def _write_pidfile(path: Path) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", envvar="DCRON_CONFIG", default=None, help="TOML config file ([node]).")
-@click.option("--data-dir", envvar="DCRON_DATA_DIR", default=None, help=f"Data folder [{default_data_dir()}].")
-@click.option("--listen", envvar="DCRON_LISTEN", default=None, help=f"ZeroMQ bind endpoint [{DEFAULT_ENDPOINT}].")
-@click.option("--advertise", envvar="DCRON_ADVERTISE", default=None,
-              help="Endpoint other nodes use to reach this one [the listen endpoint].")
+@click.option(
+    "--config", "config_path", envvar="DCRON_CONFIG", default=None, help="TOML config file ([node])."
+)
+@click.option(
+    "--data-dir", envvar="DCRON_DATA_DIR", default=None, help=f"Data folder [{default_data_dir()}]."
+)
+@click.option(
+    "--listen", envvar="DCRON_LISTEN", default=None, help=f"ZeroMQ bind endpoint [{DEFAULT_ENDPOINT}]."
+)
+@click.option(
+    "--advertise",
+    envvar="DCRON_ADVERTISE",
+    default=None,
+    help="Endpoint other nodes use to reach this one [the listen endpoint].",
+)
 @click.option("--node-id", envvar="DCRON_NODE_ID", default=None, help="Unique node name [host-port].")
-@click.option("--store", envvar="DCRON_STORE", default=None,
-              help="Document store URL: sqlite:///path or http://couchdb:5984/prefix.")
-@click.option("--objects", envvar="DCRON_OBJECTS", default=None,
-              help="Object store URL: file:///path, s3://bucket/prefix or swift://container/prefix.")
-@click.option("--election", envvar="DCRON_ELECTION", default=None,
-              help="Election URL: file:///dir (one host) or zk://host:port,.../chroot.")
+@click.option(
+    "--store",
+    envvar="DCRON_STORE",
+    default=None,
+    help="Document store URL: sqlite:///path or http://couchdb:5984/prefix.",
+)
+@click.option(
+    "--objects",
+    envvar="DCRON_OBJECTS",
+    default=None,
+    help="Object store URL: file:///path, s3://bucket/prefix or swift://container/prefix.",
+)
+@click.option(
+    "--election",
+    envvar="DCRON_ELECTION",
+    default=None,
+    help="Election URL: file:///dir (one host) or zk://host:port,.../chroot.",
+)
 @click.option("--capacity", envvar="DCRON_CAPACITY", type=int, default=None, help="Concurrent runs [4].")
-@click.option("--log-cap", envvar="DCRON_LOG_CAP", type=int, default=None, help="Bytes kept per run log [10 MiB].")
-@click.option("--option", "-o", "extra", multiple=True, envvar="DCRON_OPTIONS",
-              help="Plugin option KEY=VALUE (repeatable), e.g. session_timeout=4.")
+@click.option(
+    "--log-cap", envvar="DCRON_LOG_CAP", type=int, default=None, help="Bytes kept per run log [10 MiB]."
+)
+@click.option(
+    "--option",
+    "-o",
+    "extra",
+    multiple=True,
+    envvar="DCRON_OPTIONS",
+    help="Plugin option KEY=VALUE (repeatable), e.g. session_timeout=4.",
+)
 @click.option("--pidfile", envvar="DCRON_PIDFILE", default=None, help="Write the PID here.")
-@click.option("--log-level", envvar="DCRON_LOG_LEVEL", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def dcrond(config_path: str | None, log_level: str, pidfile: str | None, extra: tuple[str, ...],
-           **flags: Any) -> None:
+@click.option(
+    "--log-level",
+    envvar="DCRON_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def dcrond(
+    config_path: str | None, log_level: str, pidfile: str | None, extra: tuple[str, ...], **flags: Any
+) -> None:
     """Run a dcron node."""
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),

@@ -169,7 +169,9 @@ class Leader:
         try:
             schedule = parse_schedule(job.schedule, job.tz)
         except DcronError as exc:
-            log.error("job %s has an invalid schedule, ignoring it: %s", job.name, exc, extra={"job": job.name})
+            log.error(
+                "job %s has an invalid schedule, ignoring it: %s", job.name, exc, extra={"job": job.name}
+            )
             return
         if old is not None and old.job == job and old.next_fire is not None:
             return
@@ -266,7 +268,9 @@ class Leader:
             js.pending = None
             self._start(js, fire, 1, manual)
 
-    def _start(self, js: JobState, fire: datetime, attempt: int, manual: bool, tried: set[str] | None = None) -> None:
+    def _start(
+        self, js: JobState, fire: datetime, attempt: int, manual: bool, tried: set[str] | None = None
+    ) -> None:
         """Start dispatching one attempt (lock held)."""
         js.run = Run(fire, attempt, manual, tried=set(tried or ()))
         self._pool.submit(self._dispatch, js.job.name, js.run)
@@ -473,5 +477,8 @@ class Leader:
                 return {"queued": True, "fire_time": format_instant(fire)}
             self._start(js, fire, 1, True)
             self._cond.notify_all()
-        return {"queued": False, "fire_time": format_instant(fire), "execution": execution_id(job.name, fire, 1)}
-
+        return {
+            "queued": False,
+            "fire_time": format_instant(fire),
+            "execution": execution_id(job.name, fire, 1),
+        }

@@ -62,7 +62,9 @@ def parse_instant(text: str, what: str = "instant") -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        raise ValidationError(f"{what} {text!r} is not an ISO 8601 instant (e.g. 2026-11-26T21:34:00Z)") from None
+        raise ValidationError(
+            f"{what} {text!r} is not an ISO 8601 instant (e.g. 2026-11-26T21:34:00Z)"
+        ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

@@ -172,8 +172,12 @@ class Recorder:
                     self._apply(op)
                 except UnavailableError as exc:
                     backoff = min(MAX_BACKOFF, backoff * 2)
-                    log.warning("outbox: still unavailable (%d pending), retrying in %.1fs: %s",
-                                len(files), backoff, exc)
+                    log.warning(
+                        "outbox: still unavailable (%d pending), retrying in %.1fs: %s",
+                        len(files),
+                        backoff,
+                        exc,
+                    )
                     break
                 except (DcronError, OSError, ValueError, KeyError) as exc:
                     log.error("outbox: dropping unreadable or invalid entry %s: %s", path.name, exc)

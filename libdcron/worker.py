@@ -20,6 +20,7 @@ ran goes unrecorded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -166,7 +167,9 @@ class Worker:
         if delay > 0:
             time.sleep(delay)
         if handle.cancelled:
-            return ex.with_changes(status=Status.LOST, ended=utcnow(), reason="node shut down before the start")
+            return ex.with_changes(
+                status=Status.LOST, ended=utcnow(), reason="node shut down before the start"
+            )
         return self._spawn(handle, interp, script)
 
     def _fetch_script(self, job: Job, suffix: str) -> Path:
@@ -206,7 +209,9 @@ class Worker:
                 raise NotFoundError(f"{what} not found in object storage") from None
             except UnavailableError as exc:
                 if attempt == tries - 1:
-                    raise UnavailableError(f"object storage unavailable while fetching {what}: {exc}") from None
+                    raise UnavailableError(
+                        f"object storage unavailable while fetching {what}: {exc}"
+                    ) from None
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
@@ -238,7 +243,9 @@ class Worker:
             return self._fail(ex, f"cannot start {job.interpreter}: {exc}")
         handle.process = proc
         assert proc.stdout is not None
-        copier = threading.Thread(target=_copy_capped, args=(proc.stdout, log_path, self.log_cap), daemon=True)
+        copier = threading.Thread(
+            target=_copy_capped, args=(proc.stdout, log_path, self.log_cap), daemon=True
+        )
         copier.start()
         status, reason = Status.SUCCEEDED, None
         try:
@@ -329,14 +336,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

@@ -17,6 +17,7 @@ unwritable the campaign logs it and keeps trying.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -134,10 +135,8 @@ class FileLockElection(Election):
             self._safe(self._on_deposed)
             handle.close()  # releases the lock
         if self._member_handle is not None and self._me is not None:
-            try:
+            with contextlib.suppress(OSError):
                 (self._members_dir / f"{self._me.node_id}.json").unlink(missing_ok=True)
-            except OSError:
-                pass
             self._member_handle.close()
             self._member_handle = None
 

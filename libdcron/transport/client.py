@@ -75,7 +75,9 @@ class ReqClient:
             # Lazy Pirate: a REQ socket without its reply is stuck; close it and try a new one.
             self._discard(endpoint)
             if attempt < retries:
-                log.debug("no reply from %s to %s, retrying (%d/%d)", endpoint, command.name, attempt + 1, retries)
+                log.debug(
+                    "no reply from %s to %s, retrying (%d/%d)", endpoint, command.name, attempt + 1, retries
+                )
         raise UnavailableError(
             f"node {endpoint} did not answer {command.name} within {timeout:g}s "
             f"({retries + 1} tries); is dcrond running there?"

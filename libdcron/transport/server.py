@@ -46,7 +46,9 @@ class RouterServer:
         pull = self._ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
         pull.bind(self._inproc)
-        self._thread = threading.Thread(target=self._loop, args=(router, pull), name="dcron-router", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(router, pull), name="dcron-router", daemon=True
+        )
         self._thread.start()
         return self.endpoint
 

@@ -95,8 +95,16 @@ class Cluster:
         node = NodeProc(
             name,
             port,
-            ["--data-dir", str(self.data_dir), "--listen", f"tcp://127.0.0.1:{port}", "--node-id", name,
-             *self.extra_args, *args],
+            [
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                f"tcp://127.0.0.1:{port}",
+                "--node-id",
+                name,
+                *self.extra_args,
+                *args,
+            ],
             self.env(),
             self.root / f"{name}.log",
         )
@@ -107,12 +115,16 @@ class Cluster:
     def endpoints(self) -> str:
         return ",".join(n.endpoint for n in self.nodes if n.alive())
 
-    def dcron(self, *args: str, check: bool = True, endpoint: str | None = None,
-              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def dcron(
+        self, *args: str, check: bool = True, endpoint: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         env = self.env()
         env["DCRON_ENDPOINT"] = endpoint or self.endpoints()
         result = subprocess.run(
-            [sys.executable, "-m", "libdcron.cli", *args], env=env, capture_output=True, text=True,
+            [sys.executable, "-m", "libdcron.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
         if check and result.returncode != 0:

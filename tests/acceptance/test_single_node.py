@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -44,10 +45,14 @@ def test_python_ruby_and_sh_jobs_run_and_their_logs_are_kept(cluster: Cluster, t
         pytest.fail("ruby is not installed (scripts/install-services.sh installs it)")
     cluster.add("solo")
     cluster.wait_ready()
-    cluster.dcron("schedule", "py", "--cron", "*/2 * * * * *", "-i", "python", "-s", write(tmp_path, "a.py", PY))
+    cluster.dcron(
+        "schedule", "py", "--cron", "*/2 * * * * *", "-i", "python", "-s", write(tmp_path, "a.py", PY)
+    )
     cluster.dcron("schedule", "sh", "--cron", "*/2 * * * * *", "-i", "sh", "-s", write(tmp_path, "a.sh", SH))
     if shutil.which("ruby"):
-        cluster.dcron("schedule", "rb", "--cron", "*/2 * * * * *", "-i", "ruby", "-s", write(tmp_path, "a.rb", RB))
+        cluster.dcron(
+            "schedule", "rb", "--cron", "*/2 * * * * *", "-i", "ruby", "-s", write(tmp_path, "a.rb", RB)
+        )
     for name in ("py", "sh", *(["rb"] if shutil.which("ruby") else [])):
         rows = done(cluster, name, 2)
         for row in rows:
@@ -73,11 +78,25 @@ def test_python_ruby_and_sh_jobs_run_and_their_logs_are_kept(cluster: Cluster, t
 def test_failure_timeout_and_process_group_kill(cluster: Cluster, tmp_path: Path) -> None:
     cluster.add("solo")
     cluster.wait_ready()
-    cluster.dcron("schedule", "fails", "-c", "0 0 1 1 *", "-i", "sh", "-s", write(tmp_path, "f.sh", "echo no; exit 3\n"))
+    cluster.dcron(
+        "schedule", "fails", "-c", "0 0 1 1 *", "-i", "sh", "-s", write(tmp_path, "f.sh", "echo no; exit 3\n")
+    )
     pidfile = tmp_path / "child.pid"
     slow = f"sleep 300 &\necho $! > {pidfile}\nwait\n"
-    cluster.dcron("schedule", "slow", "-c", "0 0 1 1 *", "-i", "sh", "-s", write(tmp_path, "s.sh", slow),
-                  "--timeout", "1", "--max-attempts", "2")
+    cluster.dcron(
+        "schedule",
+        "slow",
+        "-c",
+        "0 0 1 1 *",
+        "-i",
+        "sh",
+        "-s",
+        write(tmp_path, "s.sh", slow),
+        "--timeout",
+        "1",
+        "--max-attempts",
+        "2",
+    )
     cluster.dcron("run", "fails")
     cluster.dcron("run", "slow")
     row = done(cluster, "fails", 1)[0]
@@ -97,13 +116,17 @@ def test_failure_timeout_and_process_group_kill(cluster: Cluster, tmp_path: Path
 def test_no_overlap_between_runs_of_one_job(cluster: Cluster, tmp_path: Path) -> None:
     cluster.add("solo")
     cluster.wait_ready()
-    cluster.dcron("schedule", "long", "-c", "* * * * * *", "-i", "sh", "-s", write(tmp_path, "l.sh", "sleep 2.5\n"))
+    cluster.dcron(
+        "schedule", "long", "-c", "* * * * * *", "-i", "sh", "-s", write(tmp_path, "l.sh", "sleep 2.5\n")
+    )
     rows = done(cluster, "long", 3)
-    spans = sorted((parse_instant(r["started"]), parse_instant(r["ended"])) for r in rows if r["status"] != "running")
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    spans = sorted(
+        (parse_instant(r["started"]), parse_instant(r["ended"])) for r in rows if r["status"] != "running"
+    )
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, f"runs overlap: {spans}"
     # Fire times that passed during a run collapse into one run right after it.
-    gaps = [(b[0] - a[1]).total_seconds() for a, b in zip(spans, spans[1:], strict=False)]
+    gaps = [(b[0] - a[1]).total_seconds() for a, b in itertools.pairwise(spans)]
     assert all(g < 1.0 for g in gaps), gaps
 
 
@@ -111,7 +134,9 @@ def test_log_size_cap_adds_a_marker(cluster: Cluster, tmp_path: Path) -> None:
     cluster.add("solo", "--log-cap", "1000")
     cluster.wait_ready()
     script = "import sys\nsys.stdout.write('x' * 5000)\n"
-    cluster.dcron("schedule", "chatty", "-c", "0 0 1 1 *", "-i", "python", "-s", write(tmp_path, "c.py", script))
+    cluster.dcron(
+        "schedule", "chatty", "-c", "0 0 1 1 *", "-i", "python", "-s", write(tmp_path, "c.py", script)
+    )
     cluster.dcron("run", "chatty")
     row = done(cluster, "chatty", 1)[0]
     log = cluster.dcron("logs", row["id"]).stdout
@@ -120,10 +145,14 @@ def test_log_size_cap_adds_a_marker(cluster: Cluster, tmp_path: Path) -> None:
     assert log.count("x") == 1000
 
 
-def test_lookback_after_downtime_runs_only_the_newest_missed_fire_time(cluster: Cluster, tmp_path: Path) -> None:
+def test_lookback_after_downtime_runs_only_the_newest_missed_fire_time(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     node = cluster.add("solo")
     cluster.wait_ready()
-    cluster.dcron("schedule", "tick", "-c", "*/3 * * * * *", "-i", "sh", "-s", write(tmp_path, "t.sh", "true\n"))
+    cluster.dcron(
+        "schedule", "tick", "-c", "*/3 * * * * *", "-i", "sh", "-s", write(tmp_path, "t.sh", "true\n")
+    )
     done(cluster, "tick", 1)
     assert node.terminate() == 0
     stopped = time.time()
@@ -179,8 +208,13 @@ def test_garbage_and_oversized_frames_do_not_stop_the_node(cluster: Cluster) -> 
     cluster.wait_ready()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        for frames in ([b"", b"garbage"], [b"", b"DCRON/1", b"\x10", b"{not json"], [b"", b"DCRON/1", b"\x10", b"[]"],
-                       [b"", b"DCRON/1", b"\xff", b"{}"], [b"", os.urandom(32)]):
+        for frames in (
+            [b"", b"garbage"],
+            [b"", b"DCRON/1", b"\x10", b"{not json"],
+            [b"", b"DCRON/1", b"\x10", b"[]"],
+            [b"", b"DCRON/1", b"\xff", b"{}"],
+            [b"", os.urandom(32)],
+        ):
             sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(node.endpoint)

@@ -11,7 +11,9 @@ from libdcron.model import parse_instant
 from .harness import Cluster, wait_for
 
 
-def test_sigkilled_leader_is_replaced_with_no_fire_time_lost_or_run_twice(cluster: Cluster, tmp_path: Path) -> None:
+def test_sigkilled_leader_is_replaced_with_no_fire_time_lost_or_run_twice(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     for name in ("n1", "n2", "n3"):
         cluster.add(name)
     cluster.wait_ready(3)

@@ -99,8 +99,9 @@ def _dealer(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[by
         [b"", b"DCRON/9", b"\x01", b"{}"],
     ],
 )
-def test_garbage_frames_get_an_error_reply(server: tuple[ZmqTransport, str], client: ZmqTransport,
-                                           frames: list[bytes]) -> None:
+def test_garbage_frames_get_an_error_reply(
+    server: tuple[ZmqTransport, str], client: ZmqTransport, frames: list[bytes]
+) -> None:
     _, endpoint = server
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = _dealer(ctx, endpoint)
@@ -130,7 +131,9 @@ def test_oversized_message_drops_the_peer_not_the_server(
     assert client.request(endpoint, "PING", {})["command"] == "PING"
 
 
-def test_raw_tcp_garbage_does_not_stop_the_server(server: tuple[ZmqTransport, str], client: ZmqTransport) -> None:
+def test_raw_tcp_garbage_does_not_stop_the_server(
+    server: tuple[ZmqTransport, str], client: ZmqTransport
+) -> None:
     _, endpoint = server
     host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
     for payload in (b"GET / HTTP/1.1\r\n\r\n", os.urandom(4096), b"\xff" * 10 + b"\x00" * 100):

@@ -115,7 +115,9 @@ def add_job(store: SQLiteDocumentStore, name: str, schedule: str, **kw: Any) -> 
     return job
 
 
-def make_leader(store: SQLiteDocumentStore, nodes: list[str], **kw: Any) -> tuple[Leader, FakeElection, FakeWorkers]:
+def make_leader(
+    store: SQLiteDocumentStore, nodes: list[str], **kw: Any
+) -> tuple[Leader, FakeElection, FakeWorkers]:
     election = FakeElection(nodes)
     workers = FakeWorkers(store)
     leader = Leader("L", store, election, workers, feed_interval=0.05, **kw)
@@ -201,7 +203,9 @@ def test_round_robin_over_workers(store: SQLiteDocumentStore, running: list[Lead
     assert sorted(nodes) == ["a", "a", "b", "b", "c", "c"]
 
 
-def test_busy_worker_declines_and_the_next_is_tried(store: SQLiteDocumentStore, running: list[Leader]) -> None:
+def test_busy_worker_declines_and_the_next_is_tried(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
     add_job(store, "j", "* * * * * *")
     leader, _, workers = make_leader(store, ["a", "b"])
     workers.busy = {"a"}
@@ -247,7 +251,7 @@ def test_timeout_retries_on_other_workers_up_to_max_attempts(
     leader.run_now(job)
     for attempt in (1, 2, 3):
         assert wait_for(lambda attempt=attempt: len(workers.dispatched) == attempt)  # type: ignore[misc]
-        node, exec_id = workers.dispatched[-1]
+        _node, exec_id = workers.dispatched[-1]
         assert exec_id.endswith(f"#{attempt}")
         finish(store, exec_id, Status.TIMEOUT, None)
     time.sleep(0.5)
@@ -273,7 +277,9 @@ def test_run_on_a_dead_worker_is_marked_lost_and_retried_elsewhere(
     assert node2 != dead and exec2.endswith("#2")
 
 
-def test_second_leader_adopts_instead_of_running_twice(store: SQLiteDocumentStore, running: list[Leader]) -> None:
+def test_second_leader_adopts_instead_of_running_twice(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
     add_job(store, "d", "*/2 * * * *")
     now = utcnow()
     leader, _, workers = make_leader(store, ["a"], clock=lambda: now)
@@ -293,7 +299,9 @@ def test_second_leader_adopts_instead_of_running_twice(store: SQLiteDocumentStor
     assert leader.jobs["d"].run.exec_id("d") == execution_id("d", newest, 1)  # type: ignore[union-attr]
 
 
-def test_job_changes_reach_the_leader_through_the_feed(store: SQLiteDocumentStore, running: list[Leader]) -> None:
+def test_job_changes_reach_the_leader_through_the_feed(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
     leader, _, workers = make_leader(store, ["a"])
     running.append(leader)
     leader.start()
@@ -301,8 +309,12 @@ def test_job_changes_reach_the_leader_through_the_feed(store: SQLiteDocumentStor
     add_job(store, "late", "* * * * * *")
     assert wait_for(lambda: len(workers.dispatched) >= 1, 3.0)
     doc = store.get(JOBS, "late")
-    store.update(JOBS, "late", {**{k: v for k, v in doc.items() if not k.startswith("_")}, "enabled": False},
-                 doc["_rev"])
+    store.update(
+        JOBS,
+        "late",
+        {**{k: v for k, v in doc.items() if not k.startswith("_")}, "enabled": False},
+        doc["_rev"],
+    )
     for _, exec_id in list(workers.dispatched):
         finish(store, exec_id, Status.SUCCEEDED)
     assert wait_for(lambda: "late" not in leader.jobs, 3.0)
