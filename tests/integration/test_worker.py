@@ -1,0 +1,152 @@
+"""The worker on the embedded store and a local folder: accepting, declining, script cache, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dcron_plugins.interpreters import PathInterpreter, PythonInterpreter
+from dcron_plugins.storage_local import LocalObjectStore
+
+from libdcron.abc import EXECUTIONS, Interpreter, ObjectStore
+from libdcron.model import Job, format_instant, utcnow
+from libdcron.recorder import Recorder
+from libdcron.stores.sqlite import SQLiteDocumentStore
+from libdcron.worker import Worker
+
+
+class CountingStore(LocalObjectStore):
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
+        self.downloads = 0
+
+    def get_file(self, url: str, local_path: str) -> None:
+        self.downloads += 1
+        super().get_file(url, local_path)
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[tuple[Worker, SQLiteDocumentStore, CountingStore]]:
+    store = SQLiteDocumentStore(str(tmp_path / "db.sqlite3"))
+    store.open()
+    objects = CountingStore(f"file://{tmp_path / 'objects'}")
+
+    def resolve(url: str) -> ObjectStore:
+        return objects
+
+    recorder = Recorder(store, resolve, tmp_path / "outbox")
+    interps: dict[str, Interpreter] = {
+        "python": PythonInterpreter(),
+        "sh": PathInterpreter("sh", "sh", ".sh"),
+        "nosuch": PathInterpreter("nosuch", "no-such-program-here", ""),
+    }
+    worker = Worker("w1", recorder, objects, resolve, lambda: interps, tmp_path / "node", capacity=2)
+    yield worker, store, objects
+    worker.stop(grace=1)
+    recorder.close()
+    store.close()
+
+
+def dispatch(worker: Worker, job: Job, attempt: int = 1, delay: float = 0.0) -> dict[str, Any]:
+    fire = (utcnow() + timedelta(seconds=delay)).replace(microsecond=0) + timedelta(seconds=1)
+    return worker.dispatch({"job": job.to_doc(), "fire_time": format_instant(fire), "attempt": attempt})
+
+
+def wait_done(store: SQLiteDocumentStore, job: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        docs = [d for d in store.find(EXECUTIONS, {"job": job}) if d["status"] != "running"]
+        if len(docs) >= count:
+            return docs
+        time.sleep(0.05)
+    raise AssertionError(f"{job}: fewer than {count} finished executions")
+
+
+def upload(objects: LocalObjectStore, key: str, text: str) -> tuple[str, str]:
+    url = objects.url_for(key)
+    objects.put_bytes(text.encode(), url)
+    return url, hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_scripts_are_fetched_once_and_cached(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore],
+) -> None:
+    worker, store, objects = parts
+    url, sha = upload(objects, "scripts/a.sh", "echo hi\n")
+    job = Job("a", "* * * * *", "sh", url, script_sha256=sha)
+    assert dispatch(worker, job)["accepted"]
+    wait_done(store, "a", 1)
+    assert dispatch(worker, job)["accepted"]
+    wait_done(store, "a", 2)
+    assert objects.downloads == 1
+
+
+def test_script_without_checksum_is_cached_by_location_and_version(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore],
+) -> None:
+    worker, store, objects = parts
+    url, _ = upload(objects, "scripts/b.sh", "echo one\n")
+    job = Job("b", "* * * * *", "sh", url)
+    dispatch(worker, job)
+    wait_done(store, "b", 1)
+    time.sleep(0.01)
+    upload(objects, "scripts/b.sh", "echo two two\n")  # rewritten: a new version
+    dispatch(worker, job)
+    wait_done(store, "b", 2)
+    assert objects.downloads == 2
+
+
+@pytest.mark.parametrize(
+    ("interpreter", "script", "sha", "reason"),
+    [
+        ("sh", "scripts/missing.sh", None, "not found in object storage"),
+        ("sh", "scripts/c.sh", "0" * 64, "but the job expects"),
+        ("nosuch", "scripts/c.sh", None, "needs 'no-such-program-here' on PATH"),
+        ("ruby-not-registered", "scripts/c.sh", None, "unknown interpreter"),
+    ],
+)
+def test_runs_that_cannot_start_are_recorded_as_errors(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore],
+    interpreter: str,
+    script: str,
+    sha: str | None,
+    reason: str,
+) -> None:
+    worker, store, objects = parts
+    upload(objects, "scripts/c.sh", "echo c\n")
+    job = Job("c", "* * * * *", interpreter, objects.url_for(script), script_sha256=sha)
+    assert dispatch(worker, job)["accepted"]
+    doc = wait_done(store, "c", 1)[0]
+    assert doc["status"] == "error"
+    assert reason in doc["reason"]
+
+
+def test_busy_worker_declines_and_a_second_insert_is_a_duplicate(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore],
+) -> None:
+    worker, store, objects = parts
+    url, sha = upload(objects, "scripts/s.sh", "sleep 1\n")
+    jobs = [Job(f"s{i}", "* * * * *", "sh", url, script_sha256=sha) for i in range(3)]
+    assert dispatch(worker, jobs[0])["accepted"]
+    assert dispatch(worker, jobs[1])["accepted"]
+    assert dispatch(worker, jobs[2]) == {"accepted": False, "reason": "busy"}
+    # The same attempt dispatched again (a retried DISPATCH) is accepted once, not run twice.
+    fire = format_instant((utcnow() + timedelta(seconds=5)).replace(microsecond=0))
+    body = {"job": jobs[2].to_doc(), "fire_time": fire, "attempt": 1}
+    wait_done(store, "s0", 1)
+    assert worker.dispatch(body)["accepted"]
+    assert worker.dispatch(body)["accepted"]  # idempotent while it is in progress here
+    other = Worker(
+        "w2",
+        worker.recorder,
+        objects,
+        worker.resolve_objects,
+        worker.interpreters,
+        worker.work_dir.parent / "w2",
+    )
+    assert other.dispatch(body) == {"accepted": False, "duplicate": True}  # the store says it exists

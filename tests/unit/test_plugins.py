@@ -1,0 +1,87 @@
+"""The plugin system: hooks are documented, built-ins load from the entry-point group."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from libdcron import hookspecs
+from libdcron.abc import Interpreter
+from libdcron.errors import PluginError
+from libdcron.hookspecs import hookimpl
+from libdcron.plugins import Plugins
+
+
+def hookspec_functions() -> list[Any]:
+    return [f for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("dcron_")]
+
+
+def test_every_hook_is_documented_and_says_whether_it_is_firstresult() -> None:
+    specs = hookspec_functions()
+    assert {f.__name__ for f in specs} == {
+        "dcron_interpreters",
+        "dcron_object_store",
+        "dcron_document_store",
+        "dcron_election",
+    }
+    for func in specs:
+        doc = inspect.getdoc(func) or ""
+        assert len(doc) > 40, f"{func.__name__} has no real docstring"
+        opts = func.libdcron_spec
+        if opts.get("firstresult"):
+            assert "firstresult" in doc, f"{func.__name__}: say that it is firstresult"
+        assert func.__annotations__.get("return"), f"{func.__name__} has no return type"
+
+
+def test_builtins_come_from_the_entry_point_group() -> None:
+    plugins = Plugins()
+    names = {name for name, _ in plugins.pm.list_name_plugin()}
+    for builtin in ("dcron-interpreters", "dcron-storage-local", "dcron-store-sqlite", "dcron-election-file"):
+        assert builtin in names
+    assert {"python", "ruby", "sh"} <= set(plugins.interpreters())
+
+
+def test_unknown_urls_are_refused_clearly() -> None:
+    plugins = Plugins()
+    with pytest.raises(PluginError, match="no object-store plugin handles 'ftp://x'"):
+        plugins.object_store("ftp://x", {})
+    with pytest.raises(PluginError, match="no document-store plugin handles 'mongodb://x'"):
+        plugins.document_store("mongodb://x", {})
+    with pytest.raises(PluginError, match="no election plugin handles 'etcd://x'"):
+        plugins.election("etcd://x", {})
+
+
+class Perl(Interpreter):
+    name = "perl"
+    suffix = ".pl"
+
+    def command(self, script_path: str) -> list[str]:
+        return ["perl", script_path]
+
+
+class PythonOverride(Interpreter):
+    name = "python"
+
+    def command(self, script_path: str) -> list[str]:
+        return ["/opt/python", script_path]
+
+
+class ExtraPlugin:
+    @hookimpl
+    def dcron_interpreters(self) -> list[Interpreter]:
+        return [Perl(), PythonOverride()]
+
+    @hookimpl
+    def dcron_election(self, url: str, options: Mapping[str, Any]) -> None:
+        return None
+
+
+def test_a_later_plugin_adds_and_replaces_interpreters() -> None:
+    plugins = Plugins(extra=[ExtraPlugin()])
+    interps = plugins.interpreters()
+    assert interps["perl"].command("x") == ["perl", "x"]
+    assert interps["python"].command("x") == ["/opt/python", "x"]
+    assert interps["ruby"].command("x")[-1] == "x"
