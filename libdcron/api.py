@@ -62,6 +62,7 @@ class Api:
             "RUN": self.run,
             "DISPATCH": node.worker.dispatch,
             "RUN_NOW": self.run_now,
+            "FINISHED": self.finished,
         }
 
     def handle(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -273,6 +274,17 @@ class Api:
         if leader is None:
             raise UnavailableError("no leader is elected yet; try again in a few seconds")
         return node.transport.request(leader.endpoint, "RUN_NOW", {"name": job.name}, timeout=5.0, retries=0)
+
+    def finished(self, body: dict[str, Any]) -> dict[str, Any]:
+        doc = body.get("execution")
+        if not isinstance(doc, dict):
+            raise ValidationError("FINISHED needs an execution document")
+        ex = Execution.from_doc(doc)
+        leader = self.node.leader
+        if leader is None or not leader.active:
+            raise UnavailableError(f"node {self.node.node_id} is not the leader")
+        leader.finished(ex)
+        return {}
 
     def run_now(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._get_job(_str(body, "name") or "")

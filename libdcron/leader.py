@@ -374,6 +374,11 @@ class Leader:
                 del self.jobs[ex.job]
             self._cond.notify_all()
 
+    def finished(self, ex: Execution) -> None:
+        """A worker reports that an attempt ended (FINISHED); duplicates and stale reports are ignored."""
+        if ex.status.terminal:
+            self._finished(ex)
+
     def _check_runs(self) -> None:
         """Once a second: runs on dead workers become ``lost``; missed completions are read back."""
         live = {m.node_id for m in self.election.members()}

@@ -24,6 +24,7 @@ from .api import Api
 from .config import NodeSettings
 from .errors import DcronError, UnavailableError
 from .leader import Leader
+from .model import Execution
 from .plugins import Plugins
 from .recorder import Recorder
 from .transport.zmq import ZmqTransport
@@ -80,6 +81,7 @@ class Node:
             self.node_dir,
             capacity=s.capacity,
             log_cap=s.log_cap,
+            notify=self._notify_leader,
         )
         self.api = Api(self)
         self.endpoint = self.transport.serve(s.listen, self.api.handle)
@@ -112,6 +114,17 @@ class Node:
                 log.warning("document store unavailable, retrying in %.1fs: %s", backoff, exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def _notify_leader(self, ex: Execution) -> None:
+        leader = self.leader
+        if leader is not None and leader.active:
+            leader.finished(ex)
+            return
+        member = self.election.leader()
+        if member is not None:
+            self.transport.request(
+                member.endpoint, "FINISHED", {"execution": ex.to_doc()}, timeout=2.0, retries=0
+            )
 
     def _on_elected(self) -> None:
         with self._leader_lock:

@@ -64,6 +64,7 @@ class Worker:
         work_dir: Path,
         capacity: int = 4,
         log_cap: int = DEFAULT_LOG_CAP,
+        notify: Callable[[Execution], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.recorder = recorder
@@ -73,6 +74,7 @@ class Worker:
         self.work_dir = work_dir
         self.capacity = capacity
         self.log_cap = log_cap
+        self.notify = notify
         self.cache_dir = work_dir / "scripts"
         self.spool_dir = work_dir / "logs"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +148,12 @@ class Worker:
             with self._lock:
                 self._runs.pop(ex.id, None)
         log.info("finished %s: %s", ex.id, final.status.value, extra={"job": ex.job, "execution": ex.id})
+        if self.notify is not None:
+            # Tell the leader now, so the schedule goes on even while the store is unreachable.
+            try:
+                self.notify(final)
+            except Exception as exc:
+                log.info("could not tell the leader that %s ended (it will read the store): %s", ex.id, exc)
 
     def _fail(self, ex: Execution, reason: str) -> Execution:
         log.warning("%s cannot start: %s", ex.id, reason, extra={"job": ex.job, "execution": ex.id})

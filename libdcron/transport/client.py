@@ -2,7 +2,11 @@
 
 A request waits ``timeout`` seconds for its reply.  On silence the REQ socket is closed (its state
 machine is stuck) and a new one is opened; after ``retries`` further tries the request fails with
-:class:`UnavailableError`.  Sockets are cached per thread and per endpoint.
+:class:`UnavailableError`.
+
+Sockets are pooled per endpoint: a request checks one out, uses it from its own thread, and checks
+it back in (the pool's lock is the memory barrier ZeroMQ asks for when a socket changes threads).
+Short-lived threads (one per run on a worker) therefore do not leak sockets.
 """
 
 from __future__ import annotations
@@ -19,37 +23,44 @@ from . import protocol
 
 log = logging.getLogger(__name__)
 
+IDLE_PER_ENDPOINT = 8
+
 
 class ReqClient:
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]]) -> None:
         self._ctx = context
-        self._local = threading.local()
-        self._all: list[zmq.Socket[bytes]] = []
+        self._idle: dict[str, list[zmq.Socket[bytes]]] = {}
+        self._open_count = 0
         self._lock = threading.Lock()
+        self._closed = False
 
-    def _sockets(self) -> dict[str, zmq.Socket[bytes]]:
-        socks: dict[str, zmq.Socket[bytes]] | None = getattr(self._local, "socks", None)
-        if socks is None:
-            socks = {}
-            self._local.socks = socks
-        return socks
-
-    def _open(self, endpoint: str) -> zmq.Socket[bytes]:
+    def _checkout(self, endpoint: str) -> zmq.Socket[bytes]:
+        with self._lock:
+            if self._closed:
+                raise UnavailableError("client is closed")
+            pool = self._idle.get(endpoint)
+            if pool:
+                return pool.pop()
+            self._open_count += 1
         sock = self._ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
         sock.connect(endpoint)
-        with self._lock:
-            self._all.append(sock)
         return sock
 
-    def _discard(self, endpoint: str) -> None:
-        sock = self._sockets().pop(endpoint, None)
-        if sock is not None:
-            sock.close(linger=0)
-            with self._lock:
-                if sock in self._all:
-                    self._all.remove(sock)
+    def _checkin(self, endpoint: str, sock: zmq.Socket[bytes]) -> None:
+        with self._lock:
+            pool = self._idle.setdefault(endpoint, [])
+            if not self._closed and len(pool) < IDLE_PER_ENDPOINT:
+                pool.append(sock)
+                return
+            self._open_count -= 1
+        sock.close(linger=0)
+
+    def _discard(self, sock: zmq.Socket[bytes]) -> None:
+        with self._lock:
+            self._open_count -= 1
+        sock.close(linger=0)
 
     def request(
         self,
@@ -60,20 +71,18 @@ class ReqClient:
         retries: int = 2,
     ) -> dict[str, Any]:
         frames = protocol.encode_request(command, body)
-        socks = self._sockets()
         for attempt in range(retries + 1):
-            sock = socks.get(endpoint)
-            if sock is None:
-                sock = socks[endpoint] = self._open(endpoint)
+            sock = self._checkout(endpoint)
             try:
                 sock.send_multipart(frames)
                 if sock.poll(int(timeout * 1000), zmq.POLLIN):
                     reply = sock.recv_multipart()
+                    self._checkin(endpoint, sock)
                     return protocol.decode_reply(reply)
             except zmq.ZMQError as exc:
                 log.debug("request to %s failed: %s", endpoint, exc)
             # Lazy Pirate: a REQ socket without its reply is stuck; close it and try a new one.
-            self._discard(endpoint)
+            self._discard(sock)
             if attempt < retries:
                 log.debug(
                     "no reply from %s to %s, retrying (%d/%d)", endpoint, command.name, attempt + 1, retries
@@ -83,8 +92,14 @@ class ReqClient:
             f"({retries + 1} tries); is dcrond running there?"
         )
 
+    def open_sockets(self) -> int:
+        with self._lock:
+            return self._open_count
+
     def close(self) -> None:
         with self._lock:
-            for sock in self._all:
-                sock.close(linger=0)
-            self._all.clear()
+            self._closed = True
+            idle = [s for pool in self._idle.values() for s in pool]
+            self._idle.clear()
+        for sock in idle:
+            sock.close(linger=0)

@@ -46,6 +46,7 @@ class Command(enum.IntEnum):
     # between nodes
     DISPATCH = 0x20  # leader -> worker: run this attempt at this fire instant
     RUN_NOW = 0x21  # any node -> leader: run a job now, outside its schedule
+    FINISHED = 0x22  # worker -> leader: an attempt ended (also seen later through the store)
 
 
 class Reply(enum.IntEnum):
