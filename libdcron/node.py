@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -89,7 +90,7 @@ class Node:
         if advertise.endswith(":0"):
             advertise = self.endpoint
         self.member = Member(self.node_id, advertise, s.capacity)
-        self.election.start(self.member, self._on_elected, self._on_deposed)
+        self._retrying("election", lambda: self.election.start(self.member, self._on_elected, self._on_deposed))
         log.info(
             "node %s listening on %s (advertised %s); data in %s; store %s; objects %s; election %s",
             self.node_id,
@@ -102,17 +103,21 @@ class Node:
         )
 
     def _open_store(self, wait: float | None) -> None:
+        self._retrying("document store", self.store.open, wait)
+
+    def _retrying(self, what: str, call: Callable[[], None], wait: float | None = None) -> None:
+        """Call until it stops raising UnavailableError (logging each failure), or ``wait`` passes."""
         deadline = None if wait is None else time.monotonic() + wait
         backoff = 0.5
         while True:
             try:
-                self.store.open()
+                call()
                 return
             except UnavailableError as exc:
                 if self._stopped.is_set() or (deadline is not None and time.monotonic() > deadline):
                     raise
-                log.warning("document store unavailable, retrying in %.1fs: %s", backoff, exc)
-                time.sleep(backoff)
+                log.warning("%s unavailable, retrying in %.1fs: %s", what, backoff, exc)
+                self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
     def _notify_leader(self, ex: Execution) -> None:
