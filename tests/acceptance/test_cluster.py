@@ -7,6 +7,7 @@ ZooKeeper (standalone and a 3-server ensemble) and pouchdb-server are started by
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import signal
 import subprocess
@@ -113,7 +114,7 @@ def test_leader_sigkill_failover_keeps_every_fire_time_once_and_no_overlap(
     assert not [t for t in expected if t not in have], f"lost fire times\n{c.logs()}"
     lines = collections.Counter(tuple(line.split()[:2]) for line in ledger.read_text().splitlines())
     assert all(n == 1 for n in lines.values()), f"a run happened twice: {lines}"
-    for fire, attempts in by_fire.items():
+    for _fire, attempts in by_fire.items():
         assert sum(a["status"] == "succeeded" for a in attempts) <= 1, attempts
         for a in attempts:
             if a["attempt"] > 1:
@@ -126,7 +127,7 @@ def test_leader_sigkill_failover_keeps_every_fire_time_once_and_no_overlap(
         for r in executions(c, "long")
         if r["status"] == "succeeded"
     )
-    for a, b in zip(spans, spans[1:], strict=False):
+    for a, b in itertools.pairwise(spans):
         assert b[0] >= a[1], f"runs of `long` overlap: {a} {b}"
 
 
