@@ -21,7 +21,7 @@ override them:
                             about ``s3_part_size * s3_max_concurrency``
 ``s3_connect_timeout``      seconds (default 5)
 ``s3_read_timeout``         seconds (default 60)
-``s3_retries``              attempts per request (default 3)
+``s3_retries``              attempts per request, the first included (default 3)
 ==========================  ==================================================================
 
 The version token is the object's ETag (the MD5 of its content for simple uploads): rewriting an
@@ -35,6 +35,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from aiobotocore.session import AioSession
 from s3fs import S3FileSystem
 
 from libdcron.abc import ObjectStore
@@ -69,13 +70,25 @@ def _region(options: Mapping[str, Any]) -> str | None:
     return str(region) if region else None
 
 
+def _no_expect_continue(params: dict[str, Any], **kwargs: Any) -> None:
+    """Send bodies without ``Expect: 100-continue``.
+
+    botocore asks for it on every upload; aiohttp then waits for the ``100 Continue`` with no
+    timeout at all, so an endpoint that accepts connections and never answers would hang a write
+    forever.  Without it the read timeout applies.
+    """
+    headers = params.get("headers")
+    if headers:
+        headers.pop("Expect", None)
+
+
 def make_filesystem(options: Mapping[str, Any]) -> S3FileSystem:
     """An s3fs filesystem configured from ``options`` (see the module documentation)."""
     retries = int(_number(options, "s3_retries", 3, minimum=1))
     config: dict[str, Any] = {
         "connect_timeout": _number(options, "s3_connect_timeout", 5),
         "read_timeout": _number(options, "s3_read_timeout", 60),
-        "retries": {"max_attempts": retries, "mode": "standard"},
+        "retries": {"total_max_attempts": retries, "mode": "standard"},
     }
     # The region goes into botocore's Config, never into client_kwargs: s3fs would then send it
     # as the LocationConstraint of every bucket it creates, which us-east-1 rejects.
@@ -85,9 +98,9 @@ def make_filesystem(options: Mapping[str, Any]) -> S3FileSystem:
     endpoint = options.get("s3_endpoint_url") or os.environ.get(ENDPOINT_ENV)
     if endpoint:
         client["endpoint_url"] = str(endpoint)
-    kwargs: dict[str, Any] = {}
-    if options.get("s3_profile"):
-        kwargs["profile"] = str(options["s3_profile"])
+    session = AioSession(profile=str(options["s3_profile"])) if options.get("s3_profile") else AioSession()
+    session.register("before-call.s3", _no_expect_continue, unique_id="dcron-no-expect-continue")
+    kwargs: dict[str, Any] = {"session": session}
     if options.get("s3_access_key_id"):
         kwargs["key"] = str(options["s3_access_key_id"])
         kwargs["secret"] = str(options.get("s3_secret_access_key") or "")
