@@ -243,3 +243,23 @@ def test_paused_leader_loses_its_session_and_rejoins_by_itself(zk_cluster: Clust
     assert leaders.count(True) == 1
     fires = [r["fire_time"] for r in executions(c, "beat") if r["attempt"] == 1]
     assert len(fires) == len(set(fires))
+
+
+def test_job_changes_through_any_node_reach_the_leader_within_a_second(
+    zk_cluster: Cluster, tmp_path: Path
+) -> None:
+    c = zk_cluster
+    start_three(c)
+    leader = c.leader()
+    other = next(n for n in c.nodes if n is not leader)
+    script = write(tmp_path, "f.sh", "true\n")
+    c.dcron("schedule", "fresh", "-c", "* * * * * *", "-i", "sh", "-s", script, endpoint=other.endpoint)
+    registered = time.time()
+    first = wait_for(lambda: executions(c, "fresh")[-1] if executions(c, "fresh") else None, 10)
+    # Learned within a second, then fired at the next whole second.
+    assert parse_instant(first["fire_time"]).timestamp() - registered <= 2.0
+    c.dcron("disable", "fresh", endpoint=other.endpoint)
+    disabled = time.time()
+    time.sleep(2.5)
+    late = [r for r in executions(c, "fresh") if parse_instant(r["fire_time"]).timestamp() > disabled + 1.0]
+    assert late == [], "the leader kept firing a job disabled through another node"
