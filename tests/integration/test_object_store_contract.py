@@ -529,7 +529,8 @@ def test_large_transfers_stream(backend: Backend, store: ObjectStore, tmp_path: 
 
 
 @pytest.fixture
-def swift_fs() -> Iterator[SwiftFileSystem]:
+def swift_fs() -> Iterator[tuple[SwiftFileSystem, str]]:
+    """A SwiftFileSystem made through fsspec, and a fresh container on it."""
     backend = _swift_backend()
     fs = fsspec.filesystem(
         "swift",
@@ -543,8 +544,7 @@ def swift_fs() -> Iterator[SwiftFileSystem]:
     assert isinstance(fs, SwiftFileSystem)
     container = _unique("dcron-fs")
     fs.mkdir(container)
-    fs.test_container = container  # type: ignore[attr-defined]
-    yield fs
+    yield fs, container
     for name in (container, container + "_segments"):
         if fs.exists(name):
             fs.rm(name, recursive=True)
@@ -557,15 +557,15 @@ def test_swift_registered_with_fsspec() -> None:
 
 @pytest.mark.swift
 @pytest.mark.parametrize("size", [10, 3 * SEGMENT + 17], ids=["small", "segmented"])
-def test_swift_fs_ranges_are_exact(swift_fs: SwiftFileSystem, tmp_path: Path, size: int) -> None:
-    container: str = swift_fs.test_container  # type: ignore[attr-defined]
+def test_swift_fs_ranges_are_exact(swift_fs: tuple[SwiftFileSystem, str], tmp_path: Path, size: int) -> None:
+    fs, container = swift_fs
     src = tmp_path / "data"
     _write_random(src, size)
     data = src.read_bytes()
     path = f"{container}/dir/object"
-    swift_fs.put_file(str(src), path)
-    assert swift_fs.info(path)["static_large_object"] is (size > SEGMENT)
-    assert swift_fs.cat_file(path) == data
+    fs.put_file(str(src), path)
+    assert fs.info(path)["static_large_object"] is (size > SEGMENT)
+    assert fs.cat_file(path) == data
     cases = [
         (0, 1),
         (0, 2),
@@ -586,54 +586,56 @@ def test_swift_fs_ranges_are_exact(swift_fs: SwiftFileSystem, tmp_path: Path, si
     if size > SEGMENT:
         cases += [(SEGMENT - 1, SEGMENT + 1), (SEGMENT, 2 * SEGMENT), (2 * SEGMENT - 5, 3 * SEGMENT + 5)]
     for start, end in cases:
-        got = swift_fs.cat_file(path, start=start, end=end)
+        got = fs.cat_file(path, start=start, end=end)
         assert got == data[start:end], (start, end, len(got))
-    with swift_fs.open(path, "rb", block_size=4096) as f:
+    with fs.open(path, "rb", block_size=4096) as f:
         f.seek(size - 3)
         assert f.read() == data[-3:]
         f.seek(1)
         assert f.read(5) == data[1:6]
-    assert swift_fs.ls(f"{container}/dir", detail=False) == [path]
-    assert swift_fs.info(f"{container}/dir")["type"] == "directory"
+    assert fs.ls(f"{container}/dir", detail=False) == [path]
+    assert fs.info(f"{container}/dir")["type"] == "directory"
     with pytest.raises(FileNotFoundError):
-        swift_fs.cat_file(f"{container}/dir/missing", start=0, end=1)
+        fs.cat_file(f"{container}/dir/missing", start=0, end=1)
     with pytest.raises(FileNotFoundError):
-        swift_fs.info(f"{container}-missing/x")
+        fs.info(f"{container}-missing/x")
 
 
 @pytest.mark.swift
-def test_swift_segments_are_replaced_and_deleted(swift_fs: SwiftFileSystem, tmp_path: Path) -> None:
-    container: str = swift_fs.test_container  # type: ignore[attr-defined]
+def test_swift_segments_are_replaced_and_deleted(
+    swift_fs: tuple[SwiftFileSystem, str], tmp_path: Path
+) -> None:
+    fs, container = swift_fs
     segments = container + "_segments"
     src = tmp_path / "data"
     _write_random(src, 2 * SEGMENT + 1)
     path = f"{container}/big"
-    swift_fs.put_file(str(src), path)
-    assert len(swift_fs.find(segments)) == 3
-    swift_fs.put_file(str(src), path)  # overwritten: the old segments go
-    assert len(swift_fs.find(segments)) == 3
-    swift_fs.pipe_file(path, b"now small")
-    assert swift_fs.find(segments) == []
-    assert swift_fs.cat_file(path) == b"now small"
-    swift_fs.put_file(str(src), path)
-    swift_fs.rm(path)
-    assert swift_fs.find(segments) == []
-    assert not swift_fs.exists(path)
+    fs.put_file(str(src), path)
+    assert len(fs.find(segments)) == 3
+    fs.put_file(str(src), path)  # overwritten: the old segments go
+    assert len(fs.find(segments)) == 3
+    fs.pipe_file(path, b"now small")
+    assert fs.find(segments) == []
+    assert fs.cat_file(path) == b"now small"
+    fs.put_file(str(src), path)
+    fs.rm(path)
+    assert fs.find(segments) == []
+    assert not fs.exists(path)
     with pytest.raises(FileNotFoundError):
-        swift_fs.rm(path)
+        fs.rm(path)
 
 
 @pytest.mark.swift
-def test_swift_open_for_writing(swift_fs: SwiftFileSystem) -> None:
-    container: str = swift_fs.test_container  # type: ignore[attr-defined]
+def test_swift_open_for_writing(swift_fs: tuple[SwiftFileSystem, str]) -> None:
+    fs, container = swift_fs
     path = f"{container}/written"
     chunk = os.urandom(256 * 1024)
-    with swift_fs.open(path, "wb", block_size=5 * MiB) as f:
+    with fs.open(path, "wb", block_size=5 * MiB) as f:
         for _ in range(6):  # 1.5 MiB: more than a segment
             f.write(chunk)
-    assert swift_fs.info(path)["size"] == 6 * len(chunk)
-    assert swift_fs.info(path)["static_large_object"]
-    assert swift_fs.cat_file(path, start=len(chunk) - 1, end=len(chunk) + 1) == chunk[-1:] + chunk[:1]
+    assert fs.info(path)["size"] == 6 * len(chunk)
+    assert fs.info(path)["static_large_object"]
+    assert fs.cat_file(path, start=len(chunk) - 1, end=len(chunk) + 1) == chunk[-1:] + chunk[:1]
 
 
 class _FakeKeystone(http.server.BaseHTTPRequestHandler):
