@@ -430,8 +430,8 @@ def test_unwritable_file_store_is_unavailable(backend: Backend, tmp_path: Path) 
         store.stat(url)
 
 
-def test_bad_swift_credentials_are_unavailable(tmp_path: Path) -> None:
-    pytest.importorskip("swiftclient")
+@pytest.mark.swift
+def test_bad_swift_credentials_are_unavailable() -> None:
     backend = _swift_backend()
     store = backend.store(swift_key="wrong-key", swift_retries=0)
     url = store.url_for("k")
