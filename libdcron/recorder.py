@@ -5,6 +5,13 @@ with :class:`UnavailableError` is journaled as one JSON file under ``<node dir>/
 background thread replays the journal in order, with exponential backoff, until it succeeds.  The
 journal survives a restart of the node.  Log uploads that fail are journaled the same way; the
 execution's ``log`` field is set once the upload succeeds.
+
+Error handling: document writes are replayed strictly in order, and the first one that still
+fails stops the pass.  Uploads wait behind earlier document writes (an execution's log is set
+after its document exists) but never hold writes back: while object storage is down, runs are
+still completed (with ``log`` unset), their logs stay in the worker's spool folder and the
+journaled uploads are retried with the same backoff, capped at ``max_backoff`` seconds (default
+30, or the ``DCRON_OUTBOX_MAX_BACKOFF`` environment variable).
 """
 
 from __future__ import annotations
@@ -19,12 +26,28 @@ from pathlib import Path
 from typing import Any
 
 from .abc import EXECUTIONS, DocumentStore, ObjectStore
-from .errors import ConflictError, DcronError, NotFoundError, UnavailableError
+from .errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
 from .model import Execution
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+MAX_BACKOFF_ENV = "DCRON_OUTBOX_MAX_BACKOFF"
+#: Suffix of journaled uploads, so that counting pending document writes needs no parsing.
+UPLOAD_SUFFIX = ".upload.json"
+
+
+def _max_backoff_from_env() -> float:
+    text = os.environ.get(MAX_BACKOFF_ENV, "").strip()
+    if not text:
+        return MAX_BACKOFF
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.5 <= value <= 3600:
+        raise ValidationError(f"{MAX_BACKOFF_ENV} must be a number of seconds from 0.5 to 3600, not {text!r}")
+    return value
 
 
 class Recorder:
@@ -33,8 +56,10 @@ class Recorder:
         store: DocumentStore,
         resolve_objects: Callable[[str], ObjectStore],
         outbox: Path,
+        max_backoff: float | None = None,
     ) -> None:
         self.store = store
+        self.max_backoff = _max_backoff_from_env() if max_backoff is None else max_backoff
         self.resolve_objects = resolve_objects
         self.outbox = outbox
         self.outbox.mkdir(parents=True, exist_ok=True)
@@ -51,7 +76,12 @@ class Recorder:
         self._thread.join(timeout=5)
 
     def pending(self) -> int:
+        """Journaled writes and uploads not replayed yet."""
         return len(list(self.outbox.glob("*.json")))
+
+    def _pending_writes(self) -> int:
+        """Journaled document writes (not uploads): a new write must queue behind them."""
+        return sum(1 for path in self.outbox.glob("*.json") if not path.name.endswith(UPLOAD_SUFFIX))
 
     # -- the three writes of an execution's life ----------------------------------------------
 
@@ -60,7 +90,7 @@ class Recorder:
 
         Returns False when the store is unreachable and the insert was journaled.
         """
-        if self.pending() == 0:
+        if self._pending_writes() == 0:
             try:
                 self.store.create(EXECUTIONS, execution.id, execution.to_doc())
                 return True
@@ -72,7 +102,7 @@ class Recorder:
     def complete(self, execution: Execution) -> None:
         """Record the end of an attempt (never overwrites another attempt's document)."""
         op = {"op": "complete", "id": execution.id, "doc": execution.to_doc()}
-        if self.pending() == 0:
+        if self._pending_writes() == 0:
             try:
                 self._apply(op)
                 return
@@ -88,7 +118,12 @@ class Recorder:
             os.unlink(local_path)
             return True
         except UnavailableError as exc:
-            log.warning("object storage unavailable, keeping log %s on disk: %s", local_path, exc)
+            log.warning(
+                "object storage unavailable, keeping log %s on disk and retrying the upload: %s",
+                local_path,
+                exc,
+                extra={"execution": execution_id},
+            )
         self._journal(op)
         return False
 
@@ -97,7 +132,8 @@ class Recorder:
     def _journal(self, op: dict[str, Any]) -> None:
         with self._lock:
             self._seq += 1
-            name = f"{time.time_ns():020d}-{self._seq:06d}.json"
+            suffix = UPLOAD_SUFFIX if op["op"] == "upload" else ".json"
+            name = f"{time.time_ns():020d}-{self._seq:06d}{suffix}"
             tmp = self.outbox / f".{name}.tmp"
             tmp.write_text(json.dumps(op))
             os.replace(tmp, self.outbox / name)
@@ -164,24 +200,46 @@ class Recorder:
             if not files:
                 backoff = 0.5
                 continue
+            blocked: UnavailableError | None = None  # a document write failed: stop the pass
+            storage: UnavailableError | None = None  # an upload failed: skip the other uploads
+            kept = 0
             for path in files:
                 if self._stop.is_set():
                     return
+                is_upload = path.name.endswith(UPLOAD_SUFFIX)
                 try:
                     op = json.loads(path.read_text())
+                    is_upload = is_upload or (isinstance(op, dict) and op.get("op") == "upload")
+                    if is_upload and storage is not None:
+                        kept += 1
+                        continue
                     self._apply(op)
                 except UnavailableError as exc:
-                    backoff = min(MAX_BACKOFF, backoff * 2)
-                    log.warning(
-                        "outbox: still unavailable (%d pending), retrying in %.1fs: %s",
-                        len(files),
-                        backoff,
-                        exc,
-                    )
+                    if is_upload:
+                        storage, kept = exc, kept + 1
+                        continue
+                    blocked = exc
                     break
-                except (DcronError, OSError, ValueError, KeyError) as exc:
+                except (DcronError, OSError, ValueError, KeyError, TypeError) as exc:
                     log.error("outbox: dropping unreadable or invalid entry %s: %s", path.name, exc)
                 path.unlink(missing_ok=True)
-            else:
+            if blocked is None and storage is None:
                 backoff = 0.5
                 log.info("outbox: replayed %d pending writes", len(files))
+                continue
+            backoff = min(self.max_backoff, backoff * 2)
+            if blocked is not None:
+                log.warning(
+                    "outbox: still unavailable (%d pending), retrying in %.1fs: %s",
+                    self.pending(),
+                    backoff,
+                    blocked,
+                )
+            if storage is not None:
+                log.warning(
+                    "outbox: object storage still unavailable, %d log upload(s) waiting on disk, "
+                    "retrying in %.1fs: %s",
+                    kept,
+                    backoff,
+                    storage,
+                )

@@ -1,0 +1,178 @@
+"""The recorder's outbox on the embedded store: document writes in order, uploads never in the way.
+
+Outages are injected with switchable wrappers around a real SQLite store and a real local object
+folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dcron_plugins.storage_local import LocalObjectStore
+
+from libdcron.abc import EXECUTIONS, ObjectStore
+from libdcron.errors import UnavailableError, ValidationError
+from libdcron.model import Execution, Status, utcnow
+from libdcron.recorder import MAX_BACKOFF, MAX_BACKOFF_ENV, Recorder
+from libdcron.stores.sqlite import SQLiteDocumentStore
+
+
+class FlakyObjects(LocalObjectStore):  # type: ignore[misc]
+    down = False
+
+    def put_file(self, local_path: str, url: str) -> None:
+        if self.down:
+            raise UnavailableError(f"object store unavailable while uploading to {url}: injected")
+        super().put_file(local_path, url)
+
+
+class FlakyStore(SQLiteDocumentStore):
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise UnavailableError("document store unavailable: injected")
+
+    def create(self, collection: str, doc_id: str, body: Mapping[str, Any]) -> str:
+        self._check()
+        return super().create(collection, doc_id, body)
+
+    def get(self, collection: str, doc_id: str) -> dict[str, Any]:
+        self._check()
+        return super().get(collection, doc_id)
+
+    def update(self, collection: str, doc_id: str, body: Mapping[str, Any], rev: str) -> str:
+        self._check()
+        return super().update(collection, doc_id, body, rev)
+
+
+Parts = tuple[Recorder, FlakyStore, FlakyObjects, Path]
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[Parts]:
+    store = FlakyStore(str(tmp_path / "db.sqlite3"))
+    store.open()
+    objects = FlakyObjects(f"file://{tmp_path / 'objects'}")
+
+    def resolve(url: str) -> ObjectStore:
+        return objects
+
+    recorder = Recorder(store, resolve, tmp_path / "outbox", max_backoff=0.5)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    yield recorder, store, objects, spool
+    recorder.close()
+    store.close()
+
+
+def running(job: str = "j") -> Execution:
+    now = utcnow().replace(microsecond=0)
+    return Execution(job=job, fire_time=now, attempt=1, node="n1", status=Status.RUNNING, started=now)
+
+
+def finish(ex: Execution) -> Execution:
+    return ex.with_changes(status=Status.SUCCEEDED, ended=utcnow() + timedelta(seconds=1), exit_code=0)
+
+
+def wait(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def spooled(spool: Path, text: str) -> str:
+    path = spool / f"{abs(hash(text))}.log"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_failed_upload_does_not_hold_back_the_completion(parts: Parts) -> None:
+    recorder, store, objects, spool = parts
+    ex = running()
+    assert recorder.create(ex)
+    objects.down = True
+    local = spooled(spool, "output\n")
+    url = objects.url_for("logs/j/1.log")
+    assert not recorder.upload_log(local, url, ex.id)
+    recorder.complete(finish(ex))
+    doc = store.get(EXECUTIONS, ex.id)
+    assert doc["status"] == "succeeded", "completed at once, although an upload is journaled"
+    assert doc.get("log") is None
+    assert recorder.pending() == 1
+    time.sleep(1.0)  # several replay passes while object storage is down
+    assert Path(local).exists() and recorder.pending() == 1
+    objects.down = False
+    wait(lambda: recorder.pending() == 0)
+    assert store.get(EXECUTIONS, ex.id)["log"] == url
+    assert objects.read_range(url, 0, 100) == b"output\n"
+    assert not Path(local).exists()
+
+
+def test_uploads_wait_behind_earlier_document_writes(parts: Parts) -> None:
+    recorder, store, objects, spool = parts
+    ex = running()
+    store.down = True
+    assert not recorder.create(ex), "journaled"
+    local = spooled(spool, "out\n")
+    url = objects.url_for("logs/j/2.log")
+    # The object store is up, but the upload itself goes straight through; only the log field
+    # has to wait for the document.
+    assert recorder.upload_log(local, url, ex.id)
+    recorder.complete(finish(ex).with_changes(log=url))
+    assert recorder.pending() == 2
+    time.sleep(0.6)
+    assert recorder.pending() == 2, "nothing is replayed out of order"
+    store.down = False
+    wait(lambda: recorder.pending() == 0)
+    doc = store.get(EXECUTIONS, ex.id)
+    assert doc["status"] == "succeeded" and doc["log"] == url
+
+
+def test_a_journaled_upload_after_a_blocked_write_is_kept(parts: Parts) -> None:
+    recorder, store, objects, spool = parts
+    ex = running()
+    store.down = True
+    objects.down = True
+    recorder.create(ex)
+    local = spooled(spool, "late\n")
+    url = objects.url_for("logs/j/3.log")
+    assert not recorder.upload_log(local, url, ex.id)
+    recorder.complete(finish(ex))
+    assert recorder.pending() == 3
+    store.down = False  # the documents go in; the upload still waits
+    wait(lambda: recorder.pending() == 1)
+    assert store.get(EXECUTIONS, ex.id)["status"] == "succeeded"
+    assert Path(local).exists()
+    objects.down = False
+    wait(lambda: recorder.pending() == 0)
+    assert store.get(EXECUTIONS, ex.id)["log"] == url
+
+
+def test_max_backoff_from_the_environment(
+    parts: Parts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, store, objects, _ = parts
+
+    def make() -> Recorder:
+        return Recorder(store, lambda url: objects, tmp_path / "outbox2")
+
+    recorder = make()
+    assert recorder.max_backoff == MAX_BACKOFF
+    recorder.close()
+    monkeypatch.setenv(MAX_BACKOFF_ENV, "2.5")
+    recorder = make()
+    assert recorder.max_backoff == 2.5
+    recorder.close()
+    for bad in ("soon", "0", "-1", "1e9"):
+        monkeypatch.setenv(MAX_BACKOFF_ENV, bad)
+        with pytest.raises(ValidationError, match=MAX_BACKOFF_ENV):
+            make()
