@@ -139,26 +139,31 @@ def test_worker_sigkill_mid_run_is_lost_and_retried_elsewhere(zk_cluster: Cluste
     c = zk_cluster
     start_three(c)
     leader = c.leader()
-    script = 'if [ "$DCRON_ATTEMPT" = 1 ]; then sleep 120; fi\necho "attempt $DCRON_ATTEMPT on $DCRON_NODE"\n'
-    c.dcron("schedule", "victim", "-c", "0 0 1 1 *", "-i", "sh", "-s", write(tmp_path, "v.sh", script))
-    # Run until attempt 1 lands on a worker that is not the leader.
-    for _ in range(6):
-        c.dcron("run", "victim")
-        row = wait_for(
-            lambda: next((r for r in executions(c, "victim") if r["status"] == "running"), None), 10
+    script = write(
+        tmp_path,
+        "v.sh",
+        'if [ "$DCRON_ATTEMPT" = 1 ]; then sleep 120; fi\necho "attempt $DCRON_ATTEMPT on $DCRON_NODE"\n',
+    )
+    # Round robin: of three jobs run one after the other, at least one lands on a non-leader worker.
+    row: dict[str, Any] | None = None
+    for i in range(3):
+        name = f"victim{i}"
+        c.dcron("schedule", name, "-c", "0 0 1 1 *", "-i", "sh", "-s", script)
+        c.dcron("run", name)
+        found = wait_for(
+            lambda name=name: next((r for r in executions(c, name) if r["status"] == "running"), None), 10
         )
-        if row["node"] != leader.name:
+        if found["node"] != leader.name:
+            row = found
             break
-        # It landed on the leader: let it finish quickly by killing nothing; try another fire time.
-        time.sleep(1.1)
-    else:
-        pytest.fail("attempt 1 never landed on a non-leader worker")
+    assert row is not None, "no run landed on a non-leader worker"
+    name = row["job"]
     victim = node_of(c, row["node"])
     killed_at = time.time()
     victim.kill()
 
     def lost() -> dict[str, Any] | None:
-        for r in executions(c, "victim"):
+        for r in executions(c, name):
             if r["id"] == row["id"] and r["status"] == "lost":
                 return r
         return None
@@ -167,7 +172,7 @@ def test_worker_sigkill_mid_run_is_lost_and_retried_elsewhere(zk_cluster: Cluste
     assert victim.name in lost_row["reason"]
 
     def retried() -> dict[str, Any] | None:
-        for r in executions(c, "victim"):
+        for r in executions(c, name):
             if r["fire_time"] == row["fire_time"] and r["attempt"] == 2 and r["status"] == "succeeded":
                 return r
         return None
