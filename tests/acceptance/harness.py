@@ -116,10 +116,17 @@ class Cluster:
         return ",".join(n.endpoint for n in self.nodes if n.alive())
 
     def dcron(
-        self, *args: str, check: bool = True, endpoint: str | None = None, timeout: float = 60
+        self,
+        *args: str,
+        check: bool = True,
+        endpoint: str | None = None,
+        timeout: float = 60,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = self.env()
-        env["DCRON_ENDPOINT"] = endpoint or self.endpoints()
+        if endpoint != "":  # "" leaves DCRON_ENDPOINT unset
+            env["DCRON_ENDPOINT"] = endpoint or self.endpoints()
+        env.update(extra_env or {})
         result = subprocess.run(
             [sys.executable, "-m", "libdcron.cli", *args],
             env=env,

@@ -251,13 +251,28 @@ def test_sigterm_stops_cleanly_with_pidfile(cluster: Cluster, tmp_path: Path) ->
     assert "listening on" in log and "data in" in log and "dcrond stopped" in log
 
 
-def test_json_output_and_env_config(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.add("solo")
+def test_config_file_environment_and_flags(cluster: Cluster, tmp_path: Path) -> None:
+    node = cluster.add("solo")
     cluster.wait_ready()
+    script = write(tmp_path, "e.sh", "true\n")
     config = tmp_path / "dcron.toml"
-    config.write_text(f'[client]\nendpoint = "{cluster.nodes[0].endpoint}"\n')
-    env_endpoint = "tcp://127.0.0.1:1"  # wrong on purpose: --config must not be overridden by... the env wins
-    result = cluster.dcron("--config", str(config), "list", "--json", endpoint=cluster.nodes[0].endpoint)
+    config.write_text(f'[client]\nendpoint = "{node.endpoint}"\n')
+    # The config file alone says where the node is.
+    result = cluster.dcron("--config", str(config), "list", "--json", endpoint="")
     assert json.loads(result.stdout) == {"jobs": []}
-    bad = cluster.dcron("list", check=False, endpoint=env_endpoint)
+    assert (
+        cluster.dcron("list", "--json", endpoint="", extra_env={"DCRON_CONFIG": str(config)}).returncode == 0
+    )
+    # The environment beats the file, and a flag beats the environment.
+    bad = cluster.dcron(
+        "--config", str(config), "--timeout", "0.5", "list", check=False, endpoint="tcp://127.0.0.1:1"
+    )
     assert bad.returncode == 1 and "did not answer" in bad.stderr
+    ok = cluster.dcron("--endpoint", node.endpoint, "list", endpoint="tcp://127.0.0.1:1")
+    assert ok.returncode == 0
+    # Subcommand options read DCRON_<COMMAND>_<OPTION>.
+    env = {"DCRON_SCHEDULE_TZ": "Europe/Paris", "DCRON_SCHEDULE_INTERPRETER": "sh"}
+    cluster.dcron("schedule", "paris", "-c", "0 9 * * *", "-s", script, extra_env=env)
+    shown = cluster.json("show", "paris")
+    assert shown["job"]["tz"] == "Europe/Paris" and shown["job"]["interpreter"] == "sh"
+    assert all(n.endswith(("T08:00:00Z", "T07:00:00Z")) for n in shown["next"])
