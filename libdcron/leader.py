@@ -54,6 +54,7 @@ class Run:
     attempt: int
     manual: bool = False
     node: str | None = None  # None while dispatching
+    incarnation: str | None = None  # of the worker process running it
     tried: set[str] = field(default_factory=set)
     since: float = field(default_factory=time.monotonic)
 
@@ -146,7 +147,14 @@ class Leader:
             for ex in sorted(running, key=lambda e: (e.fire_time, e.attempt)):
                 js = self.jobs.get(ex.job)
                 if js is not None:
-                    js.run = Run(ex.fire_time, ex.attempt, ex.manual, node=ex.node, tried={ex.node})
+                    js.run = Run(
+                        ex.fire_time,
+                        ex.attempt,
+                        ex.manual,
+                        node=ex.node,
+                        incarnation=ex.incarnation,
+                        tried={ex.node},
+                    )
                     if js.pending and js.pending[0] <= ex.fire_time:
                         js.pending = None
             for js in self.jobs.values():
@@ -330,6 +338,7 @@ class Leader:
     def _mark_running(self, name: str, run: Run, member: Member) -> None:
         with self._cond:
             run.node = member.node_id
+            run.incarnation = member.labels.get("incarnation")
             run.tried.add(member.node_id)
             run.since = time.monotonic()
         log.info("dispatched %s to %s", run.exec_id(name), member.node_id, extra={"job": name})
@@ -345,6 +354,7 @@ class Leader:
         ex = Execution.from_doc(doc)
         with self._cond:
             run.node = ex.node
+            run.incarnation = ex.incarnation
             run.tried.add(ex.node)
         if ex.status.terminal:
             self._finished(ex)
@@ -381,12 +391,15 @@ class Leader:
 
     def _check_runs(self) -> None:
         """Once a second: runs on dead workers become ``lost``; missed completions are read back."""
-        live = {m.node_id for m in self.election.members()}
+        members = self.election.members()
+        live_nodes = {m.node_id for m in members}
+        live = {(m.node_id, m.labels.get("incarnation")) for m in members}
         with self._cond:
             runs = [(name, js.run) for name, js in self.jobs.items() if js.run is not None and js.run.node]
         now = time.monotonic()
         for name, run in runs:
-            if run.node not in live:
+            alive = (run.node, run.incarnation) in live if run.incarnation else run.node in live_nodes
+            if not alive:
                 self._mark_lost(name, run)
             elif now - run.since > 5.0:
                 run.since = now  # re-read at most every 5 s per run
@@ -409,7 +422,8 @@ class Leader:
         if doc is not None and doc.get("status") != Status.RUNNING.value:
             self._finished(Execution.from_doc(doc))
             return
-        reason = f"worker {run.node} left the cluster mid-run"
+        restarted = run.node in {m.node_id for m in self.election.members()}
+        reason = f"worker {run.node} {'restarted' if restarted else 'left the cluster'} mid-run"
         lost = Execution(
             job=name,
             fire_time=run.fire_time,
@@ -456,6 +470,8 @@ class Leader:
                 time.sleep(self.feed_interval)
 
     def _on_change(self, collection: str, doc_id: str) -> None:
+        if collection == EXECUTIONS and not self._tracking(doc_id):
+            return  # _finished would ignore it: spare the store a read (one per run otherwise)
         try:
             doc = self.store.get(collection, doc_id)
         except NotFoundError:
@@ -467,6 +483,17 @@ class Leader:
                 self._cond.notify_all()
         elif collection == EXECUTIONS and doc.get("status") != Status.RUNNING.value:
             self._finished(Execution.from_doc(doc))
+
+    def _tracking(self, exec_id: str) -> bool:
+        """Whether ``exec_id`` (``JOB@FIRE_TIME#ATTEMPT``) is the attempt in progress of its job.
+
+        Most execution changes are of attempts already known to have ended (the worker reports
+        FINISHED directly), which :meth:`_finished` would ignore anyway.
+        """
+        name = exec_id.partition("@")[0]  # job names hold no '@'
+        with self._cond:
+            js = self.jobs.get(name)
+            return js is not None and js.run is not None and js.run.exec_id(name) == exec_id
 
     # -- manual runs -------------------------------------------------------------------------------
 

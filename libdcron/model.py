@@ -188,6 +188,7 @@ class Execution:
     log: str | None = None  # URL of the log in object storage
     reason: str | None = None  # why it failed to start, was lost, timed out
     manual: bool = False  # started by `dcron run`, not by the schedule
+    incarnation: str | None = None  # the worker process's id: a restarted node is a new incarnation
     rev: str | None = field(default=None, compare=False)
 
     @property
@@ -208,6 +209,7 @@ class Execution:
             "log": self.log,
             "reason": self.reason,
             "manual": self.manual,
+            "incarnation": self.incarnation,
         }
 
     @classmethod
@@ -225,6 +227,7 @@ class Execution:
                 log=doc.get("log"),
                 reason=doc.get("reason"),
                 manual=bool(doc.get("manual", False)),
+                incarnation=doc.get("incarnation"),
                 rev=doc.get("_rev"),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -55,6 +56,9 @@ class Node:
         self.endpoint = ""
         self.worker: Worker = None  # type: ignore[assignment]
         self._stopped = threading.Event()
+        #: Tells this process from an earlier one with the same node id: runs recorded by an
+        #: earlier incarnation died with it, and the leader marks them lost.
+        self.incarnation = uuid.uuid4().hex[:12]
 
     def resolve_objects(self, url: str) -> ObjectStore:
         """The object store for any URL: the configured one, or one made for its scheme."""
@@ -83,14 +87,17 @@ class Node:
             capacity=s.capacity,
             log_cap=s.log_cap,
             notify=self._notify_leader,
+            incarnation=self.incarnation,
         )
         self.api = Api(self)
         self.endpoint = self.transport.serve(s.listen, self.api.handle)
         advertise = s.advertise or self.endpoint
         if advertise.endswith(":0"):
             advertise = self.endpoint
-        self.member = Member(self.node_id, advertise, s.capacity)
-        self._retrying("election", lambda: self.election.start(self.member, self._on_elected, self._on_deposed))
+        self.member = Member(self.node_id, advertise, s.capacity, {"incarnation": self.incarnation})
+        self._retrying(
+            "election", lambda: self.election.start(self.member, self._on_elected, self._on_deposed)
+        )
         log.info(
             "node %s listening on %s (advertised %s); data in %s; store %s; objects %s; election %s",
             self.node_id,

@@ -65,6 +65,7 @@ class Worker:
         capacity: int = 4,
         log_cap: int = DEFAULT_LOG_CAP,
         notify: Callable[[Execution], None] | None = None,
+        incarnation: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.recorder = recorder
@@ -75,6 +76,7 @@ class Worker:
         self.capacity = capacity
         self.log_cap = log_cap
         self.notify = notify
+        self.incarnation = incarnation
         self.cache_dir = work_dir / "scripts"
         self.spool_dir = work_dir / "logs"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +116,7 @@ class Worker:
                 status=Status.RUNNING,
                 started=max(now, fire_time),
                 manual=bool(body.get("manual", False)),
+                incarnation=self.incarnation,
             )
             handle = RunHandle(execution, job)
             self._runs[exec_id] = handle

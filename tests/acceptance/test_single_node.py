@@ -276,3 +276,24 @@ def test_config_file_environment_and_flags(cluster: Cluster, tmp_path: Path) -> 
     shown = cluster.json("show", "paris")
     assert shown["job"]["tz"] == "Europe/Paris" and shown["job"]["interpreter"] == "sh"
     assert all(n.endswith(("T08:00:00Z", "T07:00:00Z")) for n in shown["next"])
+
+
+def test_a_run_killed_with_its_node_is_marked_lost_when_the_node_restarts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    node = cluster.add("solo")
+    cluster.wait_ready()
+    cluster.dcron(
+        "schedule", "nap", "-c", "0 0 1 1 *", "-i", "sh", "-s", write(tmp_path, "n.sh", "sleep 60\n")
+    )
+    cluster.dcron("run", "nap")
+    wait_for(lambda: executions(cluster, "nap") and executions(cluster, "nap")[0]["status"] == "running", 10)
+    node.kill()
+    cluster.nodes.clear()
+    cluster.add("solo")
+    cluster.wait_ready()
+    row = wait_for(lambda: next((r for r in executions(cluster, "nap") if r["status"] == "lost"), None), 10)
+    assert "restarted mid-run" in row["reason"]
+    # ... and retried as the next attempt of the same fire time.
+    retry = wait_for(lambda: next((r for r in executions(cluster, "nap") if r["attempt"] == 2), None), 15)
+    assert retry["fire_time"] == row["fire_time"]
