@@ -24,7 +24,7 @@ trap 'bash scripts/services.sh stop || true' EXIT
 bash scripts/services.sh start
 
 log "ruff"
-"$PY" -m ruff check libdcron plugins tests bench
+"$PY" -m ruff check .
 log "mypy"
 "$PY" -m mypy libdcron plugins
 
