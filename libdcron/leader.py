@@ -97,6 +97,10 @@ class Leader:
         self._heap: list[tuple[datetime, int, str, int]] = []
         self._retry: list[tuple[float, int, str]] = []  # (monotonic time, seq, job) dispatch retries
         self._seq = itertools.count()
+        self._generations = itertools.count(1)  # global, so a re-created JobState never reuses one
+        #: Newest scheduled fire time started per job; survives a disable/enable or an update, so
+        #: a fire time already sent ahead (within ``lead``) is not sent again.
+        self._last_fire: dict[str, datetime] = {}
         self._cond = threading.Condition()
         self._active = False
         self._rr = 0
@@ -167,7 +171,7 @@ class Leader:
         old = self.jobs.get(job.name)
         if not job.enabled:
             if old is not None:
-                old.generation += 1
+                old.generation = next(self._generations)
                 old.job = job
                 old.next_fire = None
                 old.pending = None
@@ -185,10 +189,10 @@ class Leader:
             return
         js = old or JobState(job, schedule)
         js.job, js.schedule = job, schedule
-        js.generation += 1
+        js.generation = next(self._generations)
         if initial:
             self._lookback(js, now)
-        js.next_fire = schedule.next_after(now)
+        js.next_fire = schedule.next_after(max(now, self._last_fire.get(job.name, now)))
         heapq.heappush(self._heap, (js.next_fire, next(self._seq), job.name, js.generation))
         self.jobs[job.name] = js
 
@@ -280,6 +284,8 @@ class Leader:
         self, js: JobState, fire: datetime, attempt: int, manual: bool, tried: set[str] | None = None
     ) -> None:
         """Start dispatching one attempt (lock held)."""
+        if not manual:
+            self._last_fire[js.job.name] = max(fire, self._last_fire.get(js.job.name, fire))
         js.run = Run(fire, attempt, manual, tried=set(tried or ()))
         self._pool.submit(self._dispatch, js.job.name, js.run)
 

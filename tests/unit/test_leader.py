@@ -54,6 +54,7 @@ class FakeWorkers(Transport):
         self.busy: set[str] = set()
         self.down: set[str] = set()
         self.dispatched: list[tuple[str, str]] = []  # (node, execution id)
+        self.requests = 0
         self.lock = threading.Lock()
 
     def serve(self, bind: str, handler: Any) -> str:
@@ -66,6 +67,8 @@ class FakeWorkers(Transport):
         self, endpoint: str, command: str, body: Mapping[str, Any], timeout: float = 5.0, retries: int = 2
     ) -> dict[str, Any]:
         assert command == "DISPATCH"
+        with self.lock:
+            self.requests += 1
         node = endpoint.removeprefix("fake://")
         if node in self.down:
             raise UnavailableError(f"{node} is down")
@@ -321,3 +324,35 @@ def test_job_changes_reach_the_leader_through_the_feed(
     count = len(workers.dispatched)
     time.sleep(1.5)
     assert len(workers.dispatched) == count
+
+
+def set_enabled(store: SQLiteDocumentStore, name: str, enabled: bool) -> None:
+    doc = store.get(JOBS, name)
+    body = {k: v for k, v in doc.items() if not k.startswith("_")}
+    store.update(JOBS, name, {**body, "enabled": enabled}, doc["_rev"])
+
+
+def test_disable_then_enable_does_not_fire_a_time_twice(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
+    add_job(store, "flip", "*/3 * * * * *")
+    leader, _, workers = make_leader(store, ["a"])
+    running.append(leader)
+    leader.start()
+    assert wait_for(lambda: len(workers.dispatched) >= 1)
+
+    def finish_all_and_dropped() -> bool:
+        for _, exec_id in list(workers.dispatched):
+            if store.get(EXECUTIONS, exec_id)["status"] == "running":
+                finish(store, exec_id, Status.SUCCEEDED)
+        return "flip" not in leader.jobs
+
+    for _ in range(3):
+        set_enabled(store, "flip", False)
+        assert wait_for(finish_all_and_dropped, 3.0)
+        set_enabled(store, "flip", True)  # before the old heap entry of the job comes due
+        time.sleep(1.5)
+    time.sleep(1.0)
+    ids = workers.ids()
+    assert len(ids) == len(set(ids))
+    assert workers.requests == len(ids), "a fire time was dispatched twice"
