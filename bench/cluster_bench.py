@@ -67,6 +67,7 @@ ZK_CLASSPATH = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
 
 NODES = 3
 NODE_LOG_LEVEL = "WARNING"
+NODE_CONFIG: Path | None = None  # a dcrond --config file (--lead)
 CAPACITY = 400
 SESSION_TIMEOUT = 2.0
 LEAD = 0.5  # the leader sends a run this long before its fire instant (NodeSettings.lead)
@@ -84,7 +85,7 @@ FAILOVER_DEFINITIONS = {
     f"x.{int(KILL_PHASE * 100)} s, so the first fire time the old leader cannot have sent is "
     f"{1 + (1 - KILL_PHASE):.2f} s later",
     "excess_s": "dispatch_s - floor_s: how much later than an instant failover the new leader's first "
-    "run started",
+    "run started (negative when it is the on-time retry of a run the killed leader had sent to itself)",
     "skipped": "whole seconds between the kill and the first new run with no execution at all "
     "(a late leader runs only the newest missed fire time: by design, never a backlog)",
     "rejoin_s": "restart of the killed node (same node id) -> it is listed in `status` members again",
@@ -372,6 +373,7 @@ class Dcron:
                 str(CAPACITY),
                 "--log-level",
                 NODE_LOG_LEVEL,
+                *(["--config", str(NODE_CONFIG)] if NODE_CONFIG else []),
                 *self.node_args(node_id),
             ]
             proc = Proc(f"dcrond {node_id}", argv, self.root / f"{node_id}.log", cwd=self.root, env=env)
@@ -842,13 +844,19 @@ def main() -> int:
     parser.add_argument(
         "--node-log-level", default="WARNING", help="dcrond --log-level (INFO to diagnose) [WARNING]"
     )
+    parser.add_argument(
+        "--lead",
+        type=float,
+        default=None,
+        help="experiment: the leader sends runs this many seconds ahead (dcrond config `lead`) [0.5]",
+    )
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
     sizes = [100] if args.quick else [100, 1000]
     if args.sizes:
         sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
-    global NODE_LOG_LEVEL
+    global NODE_LOG_LEVEL, NODE_CONFIG, LEAD
     NODE_LOG_LEVEL = args.node_log_level.upper()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
@@ -882,6 +890,11 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="dcron-cluster-bench-"))
     results: dict[str, Any] = {}
     code = 0
+    if args.lead is not None:
+        NODE_CONFIG = base / "dcron.toml"
+        NODE_CONFIG.write_text(f"[node]\nlead = {args.lead}\n")
+        LEAD = args.lead
+        say(f"experiment: dcrond nodes run with lead = {args.lead} s (config {NODE_CONFIG})")
     try:
         if "cluster" in modes:
             _, zk_port = start_zookeeper(procs, base / "zookeeper")
