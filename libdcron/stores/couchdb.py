@@ -53,6 +53,16 @@ from requests.adapters import HTTPAdapter
 from ..abc import COLLECTIONS, EXECUTIONS, JOBS, Change, DocumentStore, Scalar
 from ..errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
 from ..hookspecs import hookimpl
+from .base import (
+    check_changes_limit,
+    check_collection,
+    check_doc_id,
+    check_field,
+    check_find_args,
+    check_selector_value,
+    clean_body,
+    dump_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +83,6 @@ INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_$()+-]*$")
-_FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 class _MissingDatabase(UnavailableError):
@@ -83,51 +92,6 @@ class _MissingDatabase(UnavailableError):
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _collection(name: str) -> str:
-    if name not in COLLECTIONS:
-        raise ValidationError(f"unknown collection {name!r}; the collections are {', '.join(COLLECTIONS)}")
-    return name
-
-
-def _doc_id(doc_id: str) -> str:
-    if not isinstance(doc_id, str) or not doc_id:
-        raise ValidationError("a document id must be a non-empty string")
-    if doc_id.startswith("_"):
-        raise ValidationError(f"document id {doc_id!r} must not start with '_' (reserved by CouchDB)")
-    return doc_id
-
-
-def _body(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The document without ``_id``/``_rev``; other ``_`` fields are refused (CouchDB would)."""
-    if not isinstance(body, Mapping):
-        raise ValidationError(f"a document must be a JSON object, got {type(body).__name__}")
-    clean: dict[str, Any] = {}
-    for key, value in body.items():
-        if not isinstance(key, str):
-            raise ValidationError(f"document field names must be strings, got {key!r}")
-        if key in ("_id", "_rev"):
-            continue
-        if key.startswith("_"):
-            raise ValidationError(f"document field {key!r} must not start with '_' (reserved by CouchDB)")
-        clean[key] = value
-    return clean
-
-
-def _dumps(data: Any) -> bytes:
-    try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"document is not representable as JSON: {exc}") from None
-
-
-def _field(field: str) -> str:
-    if field != "_id" and (not isinstance(field, str) or not _FIELD_RE.match(field)):
-        raise ValidationError(
-            f"field name {field!r} is not supported: use a top-level field made of letters, digits and '_'"
-        )
-    return field
 
 
 def _index_name(fields: Sequence[str]) -> str:
@@ -280,7 +244,7 @@ class CouchDBDocumentStore(DocumentStore):
     ) -> Any:
         """One request; its JSON answer.  With ``retry`` (reads only) a request that failed to
         connect (not one that timed out) is tried once more at once."""
-        data = None if body is None else _dumps(body)
+        data = None if body is None else dump_json(body).encode()
         with self._errors(what):
             for attempt in (1, 2):
                 try:
@@ -360,19 +324,19 @@ class CouchDBDocumentStore(DocumentStore):
         self._server.resource.session.close()
 
     def create(self, collection: str, doc_id: str, body: Mapping[str, Any]) -> str:
-        db = self._dbs[_collection(collection)]
-        doc = {"_id": doc_id, **_body(body)}  # pouchdb-server wants _id in the body of a PUT
+        db = self._dbs[check_collection(collection)]
+        doc = {"_id": doc_id, **clean_body(body)}  # pouchdb-server wants _id in the body of a PUT
         self._ensure_open()
         try:
             result = self._call(
-                f"create {collection}/{_doc_id(doc_id)}", db, "PUT", quote(doc_id, safe=""), body=doc
+                f"create {collection}/{check_doc_id(doc_id)}", db, "PUT", quote(doc_id, safe=""), body=doc
             )
         except ConflictError:
             raise ConflictError(f"{collection} document {doc_id!r} already exists") from None
         return _rev_of(result)
 
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
-        db = self._dbs[_collection(collection)]
+        db = self._dbs[check_collection(collection)]
         if not isinstance(doc_id, str) or not doc_id or doc_id.startswith("_"):
             raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
         self._ensure_open()
@@ -385,11 +349,11 @@ class CouchDBDocumentStore(DocumentStore):
         return result
 
     def update(self, collection: str, doc_id: str, body: Mapping[str, Any], rev: str) -> str:
-        db = self._dbs[_collection(collection)]
-        doc = {"_id": doc_id, **_body(body)}  # pouchdb-server wants _id in the body of a PUT
+        db = self._dbs[check_collection(collection)]
+        doc = {"_id": doc_id, **clean_body(body)}  # pouchdb-server wants _id in the body of a PUT
         doc["_rev"] = rev
         self._ensure_open()
-        what = f"update {collection}/{_doc_id(doc_id)}"
+        what = f"update {collection}/{check_doc_id(doc_id)}"
         try:
             result = self._call(what, db, "PUT", quote(doc_id, safe=""), body=doc)
         except ConflictError:
@@ -409,26 +373,15 @@ class CouchDBDocumentStore(DocumentStore):
         limit: int | None = None,
         skip: int = 0,
     ) -> list[dict[str, Any]]:
-        db = self._dbs[_collection(collection)]
-        if limit is not None and limit < 0:
-            raise ValidationError(f"limit must not be negative, got {limit}")
-        if skip < 0:
-            raise ValidationError(f"skip must not be negative, got {skip}")
-        directions = {bool(descending) for _, descending in sort}
-        if len(directions) > 1:
-            raise ValidationError("every sort field must have the same direction")
-        direction = "desc" if directions == {True} else "asc"
+        db = self._dbs[check_collection(collection)]
+        direction = "desc" if check_find_args(sort, limit, skip) else "asc"
         query_selector: dict[str, Any] = {}
         for field, value in selector.items():
-            if value is not None and not isinstance(value, str | int | float | bool):
-                raise ValidationError(
-                    f"selector value for {field!r} must be a string, integer, boolean or null, got {value!r}"
-                )
-            condition: dict[str, Any] = {"$eq": value}
+            condition: dict[str, Any] = {"$eq": check_selector_value(field, value)}
             if value is None:
                 condition["$exists"] = True  # pouchdb-server's $eq null also matches a missing field
-            query_selector[_field(field)] = condition
-        sort_fields = tuple(_field(f) for f, _ in sort)
+            query_selector[check_field(field)] = condition
+        sort_fields = tuple(check_field(f) for f, _ in sort)
         equal_fields = tuple(sorted(f for f in query_selector if f not in sort_fields))
         query: dict[str, Any] = {}
         index_fields = equal_fields + sort_fields
@@ -462,8 +415,7 @@ class CouchDBDocumentStore(DocumentStore):
         return docs
 
     def changes(self, since: str | None, limit: int = 1000) -> tuple[list[Change], str]:
-        if limit < 1:
-            raise ValidationError(f"limit must be at least 1, got {limit}")
+        check_changes_limit(limit)
         self._ensure_open()
         positions: dict[str, Any] = {}
         if since is None:

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -48,6 +47,16 @@ from urllib.parse import parse_qs, unquote
 from ..abc import COLLECTIONS, EXECUTIONS, JOBS, Change, DocumentStore, Scalar
 from ..errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
 from ..hookspecs import hookimpl
+from .base import (
+    check_changes_limit,
+    check_collection,
+    check_doc_id,
+    check_field,
+    check_find_args,
+    check_selector_value,
+    clean_body,
+    dump_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,45 +77,14 @@ INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
 }
 
-_FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
 # ---------------------------------------------------------------------------------------------
-# Helpers shared by the methods (validation of what callers pass)
+# Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _collection(name: str) -> str:
-    if name not in COLLECTIONS:
-        raise ValidationError(f"unknown collection {name!r}; the collections are {', '.join(COLLECTIONS)}")
-    return name
-
-
-def _doc_id(doc_id: str) -> str:
-    if not isinstance(doc_id, str) or not doc_id:
-        raise ValidationError("a document id must be a non-empty string")
-    if doc_id.startswith("_"):
-        raise ValidationError(f"document id {doc_id!r} must not start with '_' (reserved, as in CouchDB)")
-    return doc_id
 
 
 def _body_json(body: Mapping[str, Any]) -> str:
-    """The document as compact JSON, without ``_id``/``_rev``; other ``_`` fields are refused."""
-    if not isinstance(body, Mapping):
-        raise ValidationError(f"a document must be a JSON object, got {type(body).__name__}")
-    clean: dict[str, Any] = {}
-    for key, value in body.items():
-        if not isinstance(key, str):
-            raise ValidationError(f"document field names must be strings, got {key!r}")
-        if key in ("_id", "_rev"):
-            continue
-        if key.startswith("_"):
-            raise ValidationError(f"document field {key!r} must not start with '_' (reserved, as in CouchDB)")
-        clean[key] = value
-    try:
-        return json.dumps(clean, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"document is not representable as JSON: {exc}") from None
+    """The document as compact JSON with sorted keys, without ``_id``/``_rev``."""
+    return dump_json(clean_body(body), sort_keys=True)
 
 
 def _next_rev(previous: str | None, body_json: str) -> str:
@@ -121,12 +99,8 @@ def _next_rev(previous: str | None, body_json: str) -> str:
 
 def _expr(field: str) -> str:
     """The SQL expression of a top-level field; identical text in indexes and queries."""
-    if field == "_id":
+    if check_field(field) == "_id":
         return "id"
-    if not isinstance(field, str) or not _FIELD_RE.match(field):
-        raise ValidationError(
-            f"field name {field!r} is not supported: use a top-level field made of letters, digits and '_'"
-        )
     return f"json_extract(body, '$.{field}')"
 
 
@@ -141,17 +115,14 @@ def _condition(field: str, value: Scalar) -> tuple[str, list[Any]]:
         if not isinstance(value, str):
             raise ValidationError("a selector on _id takes a string")
         return "id = ?", [value]
+    check_selector_value(field, value)
     if value is None:
         return f"{expr} IS NULL AND {_type_expr(field)} = 'null'", []
     if isinstance(value, bool):
         return f"{expr} = ? AND {_type_expr(field)} = ?", [int(value), "true" if value else "false"]
     if isinstance(value, int | float):
         return f"{expr} = ? AND {_type_expr(field)} IN ('integer', 'real')", [value]
-    if isinstance(value, str):
-        return f"{expr} = ?", [value]  # json_extract gives TEXT for JSON strings only
-    raise ValidationError(
-        f"selector value for {field!r} must be a string, integer, boolean or null, got {value!r}"
-    )
+    return f"{expr} = ?", [value]  # json_extract gives TEXT for JSON strings only
 
 
 def parse_url(url: str, options: Mapping[str, Any] | None = None) -> tuple[str, float]:
@@ -336,8 +307,8 @@ class SQLiteDocumentStore(DocumentStore):
                     log.warning("SQLite document store %s: close failed: %s", self.path, exc)
 
     def create(self, collection: str, doc_id: str, body: Mapping[str, Any]) -> str:
-        table = _collection(collection)
-        _doc_id(doc_id)
+        table = check_collection(collection)
+        check_doc_id(doc_id)
         text = _body_json(body)
         rev = _next_rev(None, text)
         with self._write(f"create {collection}/{doc_id}") as conn:
@@ -351,7 +322,7 @@ class SQLiteDocumentStore(DocumentStore):
         return rev
 
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
-        table = _collection(collection)
+        table = check_collection(collection)
         with self._guard(f"get {collection}/{doc_id}") as conn:
             row = conn.execute(f"SELECT rev, body FROM {table} WHERE id = ?", (doc_id,)).fetchone()
         if row is None:
@@ -359,8 +330,8 @@ class SQLiteDocumentStore(DocumentStore):
         return _document(doc_id, row[0], row[1])
 
     def update(self, collection: str, doc_id: str, body: Mapping[str, Any], rev: str) -> str:
-        table = _collection(collection)
-        _doc_id(doc_id)
+        table = check_collection(collection)
+        check_doc_id(doc_id)
         text = _body_json(body)
         new_rev = _next_rev(rev, text)
         with self._write(f"update {collection}/{doc_id}") as conn:
@@ -386,7 +357,7 @@ class SQLiteDocumentStore(DocumentStore):
         limit: int | None = None,
         skip: int = 0,
     ) -> list[dict[str, Any]]:
-        table = _collection(collection)
+        table = check_collection(collection)
         where: list[str] = []
         params: list[Any] = []
         for field, value in selector.items():
@@ -394,18 +365,10 @@ class SQLiteDocumentStore(DocumentStore):
             where.append(sql)
             params.extend(values)
         order: list[str] = []
-        directions = {bool(descending) for _, descending in sort}
-        if len(directions) > 1:
-            raise ValidationError("every sort field must have the same direction")
-        descending = directions == {True}
-        suffix = " DESC" if descending else ""
+        suffix = " DESC" if check_find_args(sort, limit, skip) else ""
         for field, _ in sort:
             order.append(_expr(field) + suffix)
         order.append("id" + suffix)  # ties in a stable order, as CouchDB's indexes do
-        if limit is not None and limit < 0:
-            raise ValidationError(f"limit must not be negative, got {limit}")
-        if skip < 0:
-            raise ValidationError(f"skip must not be negative, got {skip}")
         sql = f"SELECT id, rev, body FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -416,8 +379,7 @@ class SQLiteDocumentStore(DocumentStore):
         return [_document(row[0], row[1], row[2]) for row in rows]
 
     def changes(self, since: str | None, limit: int = 1000) -> tuple[list[Change], str]:
-        if limit < 1:
-            raise ValidationError(f"limit must be at least 1, got {limit}")
+        check_changes_limit(limit)
         with self._guard("read changes") as conn:
             if since is None:
                 row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
