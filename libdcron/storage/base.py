@@ -9,7 +9,8 @@ filesystem and hands it to :class:`FsspecObjectStore`, which holds what they sha
   shows under the target's name),
 * ranged reads with exact boundaries,
 * the version token of :meth:`~libdcron.abc.ObjectStore.stat`,
-* creating the bucket or container (or parent directories) on the first write that needs it.
+* creating the bucket or container (or parent directories) on the first write that needs it,
+* reading the plugins' numeric options (:func:`number_option`).
 
 Error handling: ``FileNotFoundError`` becomes :class:`~libdcron.errors.NotFoundError`; every other
 failure to reach or use the backing service (``OSError`` and its subclasses such as
@@ -35,7 +36,7 @@ from ..errors import DcronError, NotFoundError, UnavailableError, ValidationErro
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FsspecObjectStore", "unavailable_errors"]
+__all__ = ["FsspecObjectStore", "number_option", "unavailable_errors"]
 
 
 def unavailable_errors() -> tuple[type[BaseException], ...]:
@@ -61,6 +62,21 @@ def unavailable_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def number_option(options: Mapping[str, Any], name: str, default: float, minimum: float = 0) -> float:
+    """The number ``options[name]`` (a number or a numeric string), ``default`` when it is unset
+    or empty; :class:`ValidationError` when it is not a number or is below ``minimum``."""
+    value = options.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"option {name} must be a number, not {value!r}") from None
+    if number < minimum:
+        raise ValidationError(f"option {name} must be at least {minimum:g}, not {value!r}")
+    return number
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or repr(exc)
     return f"{type(exc).__name__}: {text}"
@@ -76,8 +92,11 @@ class FsspecObjectStore(ObjectStore):
     ``get_options`` are passed to ``fs.put_file`` and ``fs.get_file`` (part sizes, concurrency).
     """
 
-    #: Whether the first path segment is a bucket or container (so ``scheme://x`` is no object).
+    #: Whether the first path segment is a bucket or container (so ``scheme://x`` is no object,
+    #: and ``base_url`` must name one).
     bucketed: bool = True
+    #: What the service calls that first segment, in messages (``"bucket"``, ``"container"``).
+    bucket_term: str = "bucket"
 
     def __init__(
         self,
@@ -97,6 +116,11 @@ class FsspecObjectStore(ObjectStore):
         self.base_url = f"{scheme}{sep}{rest.rstrip('/')}" if rest.rstrip("/") else base_url
         if not self.owns(self.base_url):
             raise ValidationError(f"object store URL {base_url!r} does not start with {self._scheme_list()}")
+        if self.bucketed and not self.base_url.partition("://")[2].split("/", 1)[0]:
+            term = self.bucket_term
+            raise ValidationError(
+                f"object store URL {base_url!r} names no {term} ({self.schemes[0]}://{term}/prefix)"
+            )
         self._unavailable = unavailable_errors()
 
     def __repr__(self) -> str:

@@ -39,9 +39,8 @@ from aiobotocore.session import AioSession
 from s3fs import S3FileSystem
 
 from libdcron.abc import ObjectStore
-from libdcron.errors import ValidationError
 from libdcron.hookspecs import hookimpl
-from libdcron.storage.base import FsspecObjectStore
+from libdcron.storage.base import FsspecObjectStore, number_option
 
 __all__ = ["S3ObjectStore", "dcron_object_store", "make_filesystem"]
 
@@ -50,19 +49,6 @@ MiB = 2**20
 MIN_PART_SIZE = 5 * MiB
 DEFAULT_PART_SIZE = 8 * MiB
 ENDPOINT_ENV = "DCRON_S3_ENDPOINT_URL"
-
-
-def _number(options: Mapping[str, Any], name: str, default: float, minimum: float = 0) -> float:
-    value = options.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValidationError(f"option {name} must be a number, not {value!r}") from None
-    if number < minimum:
-        raise ValidationError(f"option {name} must be at least {minimum:g}, not {value!r}")
-    return number
 
 
 def _region(options: Mapping[str, Any]) -> str | None:
@@ -84,10 +70,10 @@ def _no_expect_continue(params: dict[str, Any], **kwargs: Any) -> None:
 
 def make_filesystem(options: Mapping[str, Any]) -> S3FileSystem:
     """An s3fs filesystem configured from ``options`` (see the module documentation)."""
-    retries = int(_number(options, "s3_retries", 3, minimum=1))
+    retries = int(number_option(options, "s3_retries", 3, minimum=1))
     config: dict[str, Any] = {
-        "connect_timeout": _number(options, "s3_connect_timeout", 5),
-        "read_timeout": _number(options, "s3_read_timeout", 60),
+        "connect_timeout": number_option(options, "s3_connect_timeout", 5),
+        "read_timeout": number_option(options, "s3_read_timeout", 60),
         "retries": {"total_max_attempts": retries, "mode": "standard"},
     }
     # The region goes into botocore's Config, never into client_kwargs: s3fs would then send it
@@ -107,7 +93,7 @@ def make_filesystem(options: Mapping[str, Any]) -> S3FileSystem:
     fs = S3FileSystem(
         client_kwargs=client,
         config_kwargs=config,
-        max_concurrency=int(_number(options, "s3_max_concurrency", 2, minimum=1)),
+        max_concurrency=int(number_option(options, "s3_max_concurrency", 2, minimum=1)),
         use_listings_cache=False,
         skip_instance_cache=True,
         **kwargs,
@@ -121,7 +107,7 @@ class S3ObjectStore(FsspecObjectStore):
 
     def __init__(self, base_url: str, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
-        part_size = int(_number(options, "s3_part_size", DEFAULT_PART_SIZE, minimum=MIN_PART_SIZE))
+        part_size = int(number_option(options, "s3_part_size", DEFAULT_PART_SIZE, minimum=MIN_PART_SIZE))
         self.region = _region(options)
         super().__init__(
             make_filesystem(options),
@@ -130,9 +116,6 @@ class S3ObjectStore(FsspecObjectStore):
             put_options={"chunksize": part_size},
             get_options={"chunksize": part_size},
         )
-        bucket = self.base_url.partition("://")[2].split("/", 1)[0]
-        if not bucket:
-            raise ValidationError(f"object store URL {base_url!r} names no bucket (s3://bucket/prefix)")
 
     def _make_parents(self, path: str) -> None:
         bucket = path.split("/", 1)[0]

@@ -41,7 +41,7 @@ import fsspec
 from libdcron.abc import ObjectStore
 from libdcron.errors import ValidationError
 from libdcron.hookspecs import hookimpl
-from libdcron.storage.base import FsspecObjectStore
+from libdcron.storage.base import FsspecObjectStore, number_option
 
 from .fs import DEFAULT_SEGMENT_SIZE, SwiftFileSystem
 
@@ -65,19 +65,6 @@ _STRING_OPTIONS = {
 }
 
 
-def _number(options: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
-    value = options.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValidationError(f"option {name} must be a number, not {value!r}") from None
-    if number < minimum:
-        raise ValidationError(f"option {name} must be at least {minimum:g}, not {value!r}")
-    return number
-
-
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
@@ -91,9 +78,9 @@ def make_filesystem(options: Mapping[str, Any]) -> SwiftFileSystem:
     }
     try:
         return SwiftFileSystem(
-            segment_size=int(_number(options, "swift_segment_size", DEFAULT_SEGMENT_SIZE, 1)),
-            retries=int(_number(options, "swift_retries", 3, 0)),
-            timeout=_number(options, "swift_timeout", 30, 0.001),
+            segment_size=int(number_option(options, "swift_segment_size", DEFAULT_SEGMENT_SIZE, 1)),
+            retries=int(number_option(options, "swift_retries", 3, 0)),
+            timeout=number_option(options, "swift_timeout", 30, 0.001),
             insecure=_flag(options.get("swift_insecure", False)),
             skip_instance_cache=True,
             **kwargs,
@@ -106,13 +93,10 @@ class SwiftObjectStore(FsspecObjectStore):
     """Objects under ``swift://container/prefix``."""
 
     fs: SwiftFileSystem
+    bucket_term = "container"
 
     def __init__(self, base_url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(make_filesystem(options or {}), base_url, "swift")
-        if not self.base_url.partition("://")[2].split("/", 1)[0]:
-            raise ValidationError(
-                f"object store URL {base_url!r} names no container (swift://container/prefix)"
-            )
 
 
 @hookimpl
