@@ -64,7 +64,7 @@ class NodeSettings:
     capacity: int = 4
     log_cap: int = 10 * 1024 * 1024
     lookback: float = 300.0
-    lead: float = 0.5
+    lead: float = 5.0  # at most this many seconds ahead a run is sent (half the gap to the next run at most)
     options: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> NodeSettings:

@@ -5,7 +5,7 @@ document store each time it is elected; nothing in it needs to survive a crash, 
 holds what matters (jobs, and one execution document per attempt with a deterministic id).
 
 - **Event-driven**: a heap holds ``(next fire instant, job)`` for every enabled job; the loop sleeps
-  until the earliest one (minus :attr:`lead`) or until a job or execution changes.  No job is
+  until the earliest one is to be sent or until a job or execution changes.  No job is
   looked at until it is due.
 - **No overlap**: while a run of a job is in progress, newer fire times of that job wait in
   ``pending`` (only the newest is kept) and run once when the current run ends.
@@ -68,6 +68,7 @@ class JobState:
     schedule: Schedule | None
     generation: int = 0  # bumped when the job changes; stale heap entries are skipped
     next_fire: datetime | None = None
+    following: datetime | None = None  # the fire time after next_fire, for its lead
     run: Run | None = None
     pending: tuple[datetime, bool] | None = None  # (fire time, manual) waiting for the run to end
 
@@ -80,7 +81,7 @@ class Leader:
         election: Election,
         transport: Transport,
         lookback: float = LOOKBACK,
-        lead: float = 0.5,
+        lead: float = 5.0,
         feed_interval: float = 0.25,
         dispatch_threads: int = 16,
         clock: Callable[[], datetime] = utcnow,
@@ -94,7 +95,8 @@ class Leader:
         self.feed_interval = feed_interval
         self.clock = clock
         self.jobs: dict[str, JobState] = {}
-        self._heap: list[tuple[datetime, int, str, int]] = []
+        #: (send instant, seq, job, generation, fire instant): a run is sent ahead of its fire time.
+        self._heap: list[tuple[datetime, int, str, int, datetime]] = []
         self._retry: list[tuple[float, int, str]] = []  # (monotonic time, seq, job) dispatch retries
         self._seq = itertools.count()
         self._generations = itertools.count(1)  # global, so a re-created JobState never reuses one
@@ -161,6 +163,11 @@ class Leader:
                     )
                     if js.pending and js.pending[0] <= ex.fire_time:
                         js.pending = None
+                    if not ex.manual:
+                        self._last_fire[ex.job] = max(ex.fire_time, self._last_fire.get(ex.job, ex.fire_time))
+                        if js.next_fire is not None and js.next_fire <= ex.fire_time:
+                            js.generation = next(self._generations)
+                            self._push(js, js.schedule.next_after(ex.fire_time))  # type: ignore[union-attr]
             for js in self.jobs.values():
                 self._release(js)
             self._cond.notify_all()
@@ -192,9 +199,8 @@ class Leader:
         js.generation = next(self._generations)
         if initial:
             self._lookback(js, now)
-        js.next_fire = schedule.next_after(max(now, self._last_fire.get(job.name, now)))
-        heapq.heappush(self._heap, (js.next_fire, next(self._seq), job.name, js.generation))
         self.jobs[job.name] = js
+        self._push(js, schedule.next_after(max(now, self._last_fire.get(job.name, now))))
 
     def _lookback(self, js: JobState, now: datetime) -> None:
         """Queue the newest fire time within the lookback window if no attempt of it exists."""
@@ -228,9 +234,8 @@ class Leader:
         with self._cond:
             while self._active:
                 now = self.clock()
-                horizon = now + timedelta(seconds=self.lead)
-                while self._heap and self._heap[0][0] <= horizon:
-                    fire, _, name, generation = heapq.heappop(self._heap)
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, name, generation, fire = heapq.heappop(self._heap)
                     js = self.jobs.get(name)
                     if js is None or js.generation != generation or js.schedule is None:
                         continue
@@ -250,7 +255,7 @@ class Leader:
                         self._cond.acquire()
                 wait = 1.0
                 if self._heap:
-                    wait = min(wait, (self._heap[0][0] - horizon).total_seconds())
+                    wait = min(wait, (self._heap[0][0] - now).total_seconds())
                 if self._retry:
                     wait = min(wait, self._retry[0][0] - time.monotonic())
                 if wait > 0:
@@ -259,8 +264,8 @@ class Leader:
     def _due(self, js: JobState, fire: datetime) -> None:
         """A fire time of ``js`` is due (lock held)."""
         assert js.schedule is not None
-        js.next_fire = js.schedule.next_after(fire)
-        heapq.heappush(self._heap, (js.next_fire, next(self._seq), js.job.name, js.generation))
+        following = js.following if js.following is not None else js.schedule.next_after(fire)
+        self._push(js, following)
         if js.run is not None:
             log.info(
                 "%s: run of %s still in progress, %s waits (no overlap)",
@@ -272,6 +277,19 @@ class Leader:
             js.pending = (fire, False)
             return
         self._start(js, fire, 1, False)
+
+    def _push(self, js: JobState, fire: datetime) -> None:
+        """Make ``fire`` the job's next fire time; it is sent ahead by its lead (lock held).
+
+        The lead is :attr:`lead` at most and half the gap to the following fire time at most, so a
+        run sent ahead never waits behind the previous run of the same job.
+        """
+        assert js.schedule is not None
+        js.next_fire = fire
+        js.following = js.schedule.next_after(fire)
+        lead = min(self.lead, (js.following - fire).total_seconds() / 2)
+        send_at = fire - timedelta(seconds=lead)
+        heapq.heappush(self._heap, (send_at, next(self._seq), js.job.name, js.generation, fire))
 
     def _release(self, js: JobState) -> None:
         """Start the run that waited for ``js`` to be free, if any (lock held)."""

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ class RunHandle:
     job: Job
     process: subprocess.Popen[bytes] | None = None
     cancelled: bool = False
+    started: bool = False  # the process is being or has been spawned
+    #: Set when the node stops: a run still waiting for its fire instant gives up at once.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 class Worker:
@@ -175,9 +178,7 @@ class Worker:
         except DcronError as exc:
             return self._fail(ex, str(exc))
         delay = (ex.fire_time - utcnow()).total_seconds()
-        if delay > 0:
-            time.sleep(delay)
-        if handle.cancelled:
+        if (delay > 0 and handle.stopping.wait(delay)) or handle.cancelled:
             return ex.with_changes(
                 status=Status.LOST, ended=utcnow(), reason="node shut down before the start"
             )
@@ -238,6 +239,12 @@ class Worker:
             "DCRON_ATTEMPT": str(ex.attempt),
             "DCRON_NODE": self.node_id,
         }
+        with self._lock:
+            if handle.cancelled:
+                return ex.with_changes(
+                    status=Status.LOST, ended=utcnow(), reason="node shut down before the start"
+                )
+            handle.started = True
         workdir = tempfile.mkdtemp(prefix="dcron-run-")
         started = utcnow()
         try:
@@ -294,6 +301,10 @@ class Worker:
         """Stop accepting; kill runs still going after ``grace`` seconds and record them lost."""
         with self._lock:
             self._stopping = True
+            for h in self._runs.values():
+                if not h.started:
+                    h.cancelled = True  # not started yet: recorded lost, so the leader runs it elsewhere
+                    h.stopping.set()
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             with self._lock:

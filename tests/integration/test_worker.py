@@ -150,3 +150,18 @@ def test_busy_worker_declines_and_a_second_insert_is_a_duplicate(
         worker.work_dir.parent / "w2",
     )
     assert other.dispatch(body) == {"accepted": False, "duplicate": True}  # the store says it exists
+
+
+def test_stop_gives_up_runs_waiting_for_their_fire_time_at_once(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore],
+) -> None:
+    worker, store, objects = parts
+    url, sha = upload(objects, "scripts/w.sh", "echo late\n")
+    job = Job("w", "* * * * *", "sh", url, script_sha256=sha)
+    assert dispatch(worker, job, delay=30)["accepted"]  # sent 30 s ahead of its fire time
+    time.sleep(0.3)
+    started = time.monotonic()
+    worker.stop(grace=5)
+    assert time.monotonic() - started < 2.0
+    doc = wait_done(store, "w", 1)[0]
+    assert doc["status"] == "lost" and "before the start" in doc["reason"]
