@@ -64,6 +64,7 @@ class Recorder:
         self.outbox = outbox
         self.outbox.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._revs: dict[str, str] = {}  # revision of each execution this worker inserted
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._seq = 0
@@ -92,7 +93,9 @@ class Recorder:
         """
         if self._pending_writes() == 0:
             try:
-                self.store.create(EXECUTIONS, execution.id, execution.to_doc())
+                rev = self.store.create(EXECUTIONS, execution.id, execution.to_doc())
+                with self._lock:
+                    self._revs[execution.id] = rev
                 return True
             except UnavailableError as exc:
                 log.warning("document store unavailable, journaling %s: %s", execution.id, exc)
@@ -101,9 +104,19 @@ class Recorder:
 
     def complete(self, execution: Execution) -> None:
         """Record the end of an attempt (never overwrites another attempt's document)."""
-        op = {"op": "complete", "id": execution.id, "doc": execution.to_doc()}
+        doc = execution.to_doc()
+        op: dict[str, Any] = {"op": "complete", "id": execution.id, "doc": doc}
+        with self._lock:
+            rev = self._revs.pop(execution.id, None)
         if self._pending_writes() == 0:
             try:
+                if rev is not None:
+                    # The revision from our own insert: one write, no read, if nobody changed it.
+                    try:
+                        self.store.update(EXECUTIONS, execution.id, doc, rev)
+                        return
+                    except ConflictError:
+                        pass  # changed meanwhile (marked lost, log set): read it and decide
                 self._apply(op)
                 return
             except UnavailableError as exc:
