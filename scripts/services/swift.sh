@@ -21,11 +21,12 @@
 #   DCRON_TEST_SWIFT_KEY=testing
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-DIR="$ROOT/.services/swift"
+SERVICE=swift
+ENV_VARS=(DCRON_TEST_SWIFT_AUTH DCRON_TEST_SWIFT_USER DCRON_TEST_SWIFT_KEY)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CONF="$DIR/conf"
 DATA="$DIR/data"
-ENV_FILE="$ROOT/.services/env"
 SWIFT_PYTHON=/usr/bin/python3
 MEMCACHED_PORT=11311
 PROXY_PORT=18080
@@ -39,12 +40,16 @@ AUTH_KEY=testing
 # Start order; stop goes the other way.
 SERVICES=(memcached account container object proxy)
 
-log() { printf 'swift: %s\n' "$*" >&2; }
+pid_file() { echo "$DIR/$1.pid"; }
+log_file() { echo "$DIR/$1.log"; }
 
-pid_of() {
-    local pid
-    pid=$(cat "$DIR/$1.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+# The port of the account, container or object server.
+port_of() {
+    case $1 in
+        account) echo "$ACCOUNT_PORT" ;;
+        container) echo "$CONTAINER_PORT" ;;
+        object) echo "$OBJECT_PORT" ;;
+    esac
 }
 
 check_installed() {
@@ -73,17 +78,12 @@ swift_hash_path_suffix = dcron-test
 name = Policy-0
 default = yes
 EOF
-    local name port
+    local name
     for name in account container object; do
-        case $name in
-            account) port=$ACCOUNT_PORT ;;
-            container) port=$CONTAINER_PORT ;;
-            object) port=$OBJECT_PORT ;;
-        esac
         cat >"$CONF/$name-server.conf" <<EOF
 [DEFAULT]
 bind_ip = 127.0.0.1
-bind_port = $port
+bind_port = $(port_of "$name")
 workers = 0
 user = $user
 swift_dir = $CONF
@@ -190,11 +190,7 @@ EOF
 build_rings() {
     local name port
     for name in account container object; do
-        case $name in
-            account) port=$ACCOUNT_PORT ;;
-            container) port=$CONTAINER_PORT ;;
-            object) port=$OBJECT_PORT ;;
-        esac
+        port=$(port_of "$name")
         # Rebuilt when missing or when the port changed.
         if [ -f "$CONF/$name.ring.gz" ] && [ "$(cat "$CONF/$name.ring.port" 2>/dev/null)" = "$port" ]; then
             continue
@@ -221,13 +217,7 @@ start_one() {
         memcached) cmd=(memcached -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 64 -u "$(id -un)") ;;
         *) cmd=("$SWIFT_PYTHON" "$CONF/launch.py" "$name-server" "$CONF/$name-server.conf" -v) ;;
     esac
-    rm -f "$DIR/$name.pid"
-    # Each process leads its own session, so stop can signal it and nothing else by its PID.
-    (
-        cd "$DIR"
-        setsid bash -c 'echo $$ >"$0"; exec "$@"' "$DIR/$name.pid" "${cmd[@]}" \
-            </dev/null >>"$DIR/$name.log" 2>&1 &
-    )
+    spawn "$name" "${cmd[@]}"
 }
 
 # One authenticated round trip through proxy, account, container and object servers.
@@ -258,7 +248,7 @@ start() {
         for name in "${SERVICES[@]}"; do
             if [ -s "$DIR/$name.pid" ] && ! pid_of "$name" >/dev/null; then
                 log "$name exited during start-up; last lines of $DIR/$name.log:"
-                tail -n 30 "$DIR/$name.log" >&2 || true
+                show_log "$name"
                 stop
                 exit 1
             fi
@@ -270,38 +260,15 @@ start() {
         fi
         sleep 0.2
     done
-    touch "$ENV_FILE"
-    sed -i '/^export DCRON_TEST_SWIFT_\(AUTH\|USER\|KEY\)=/d' "$ENV_FILE"
-    {
-        echo "export DCRON_TEST_SWIFT_AUTH=$AUTH_URL"
-        echo "export DCRON_TEST_SWIFT_USER=$AUTH_USER"
-        echo "export DCRON_TEST_SWIFT_KEY=$AUTH_KEY"
-    } >>"$ENV_FILE"
+    write_env "DCRON_TEST_SWIFT_AUTH=$AUTH_URL" "DCRON_TEST_SWIFT_USER=$AUTH_USER" \
+        "DCRON_TEST_SWIFT_KEY=$AUTH_KEY"
     log "ready on http://127.0.0.1:$PROXY_PORT (auth $AUTH_URL, $AUTH_USER)"
-}
-
-stop_one() {
-    local name=$1 pid i
-    pid=$(pid_of "$name") || { rm -f "$DIR/$name.pid"; return 0; }
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$name did not stop after 10 s; killing it"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    fi
-    # Anything left in its process group (there should be nothing with workers = 0).
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    rm -f "$DIR/$name.pid"
 }
 
 stop() {
     local i
     for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
-        stop_one "${SERVICES[$i]}" &
+        stop_server "${SERVICES[$i]}" &
     done
     wait
 }
@@ -324,7 +291,7 @@ status() {
 case "${1:-}" in
     start) start ;;
     stop)
-        [ -f "$ENV_FILE" ] && sed -i '/^export DCRON_TEST_SWIFT_\(AUTH\|USER\|KEY\)=/d' "$ENV_FILE"
+        write_env
         stop
         ;;
     restart) stop; start ;;

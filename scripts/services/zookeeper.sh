@@ -16,9 +16,10 @@
 #   DCRON_TEST_ZK_ENSEMBLE=127.0.0.1:21811,127.0.0.1:21812,127.0.0.1:21813
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BASE="$ROOT/.services/zookeeper"
-ENV_FILE="$ROOT/.services/env"
+SERVICE=zookeeper
+ENV_VARS=(DCRON_TEST_ZK DCRON_TEST_ZK_ENSEMBLE)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 JAVA_CP=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
 SINGLE_PORT=21810
 ENSEMBLE_IDS=(1 2 3)
@@ -26,39 +27,17 @@ START_TIMEOUT=30
 
 client_port() { if [ "$1" = single ]; then echo $SINGLE_PORT; else echo $((21810 + ${1#member})); fi; }
 
-log() { printf 'zookeeper: %s\n' "$*" >&2; }
-
-# Replaces this script's lines in .services/env with `export VAR=value` for each argument (none:
-# just removes them).  Locked, because services.sh stops services in parallel.
-write_env() {
-    mkdir -p "$(dirname "$ENV_FILE")"
-    (
-        flock 9
-        touch "$ENV_FILE"
-        sed -i -E '/^export (DCRON_TEST_ZK|DCRON_TEST_ZK_ENSEMBLE)=/d' "$ENV_FILE"
-        [ $# -eq 0 ] || printf 'export %s\n' "$@" >>"$ENV_FILE"
-    ) 9>>"$ENV_FILE.lock"
-}
-
 # Sends a four-letter word and prints the answer (empty when nothing answers within 1 s).
 four_letter() {
     timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf %s "$2" >&3 && cat <&3' _ "$1" "$2" \
         2>/dev/null || true
 }
 
-# The end of a server's log, unless services.sh (which prints it itself) runs this script.
-show_log() {
-    [ -n "${DCRON_SERVICES_SH:-}" ] || tail -n 30 "$BASE/$1/server.log" >&2 || true
-}
-
-pid_of() {
-    local pid
-    pid=$(cat "$BASE/$1/pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+pid_file() { echo "$DIR/$1/pid"; }
+log_file() { echo "$DIR/$1/server.log"; }
 
 write_config() {
-    local name=$1 dir="$BASE/$1" id
+    local name=$1 dir="$DIR/$1" id
     mkdir -p "$dir/data"
     {
         echo "tickTime=500"
@@ -83,26 +62,17 @@ write_config() {
 }
 
 launch() {
-    local name=$1 dir="$BASE/$1"
+    local name=$1 dir="$DIR/$1"
     if pid_of "$name" >/dev/null; then return 0; fi
     write_config "$name"
     if [ -n "$(four_letter "$(client_port "$name")" ruok)" ]; then
         log "$name: port $(client_port "$name") is taken by another program; stop it first"
         return 1
     fi
-    rm -f "$dir/pid"
     : >"$dir/server.log"
-    # setsid: its own process group, so stop can signal everything it started.  The pid is written
-    # by the shell that then becomes java (exec), whether or not setsid had to fork.
-    (
-        cd "$dir"
-        setsid bash -c 'echo $$ >pid; exec "$@"' _ \
-            java -Xmx256m -cp "$JAVA_CP" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
-            org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
-            </dev/null >>"$dir/server.log" 2>&1 &
-    )
-    local i
-    for i in $(seq 50); do [ -s "$dir/pid" ] && return 0; sleep 0.1; done
+    spawn "$name" java -Xmx256m -cp "$JAVA_CP" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+        org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg"
+    for _ in $(seq 50); do [ -s "$dir/pid" ] && return 0; sleep 0.1; done
     log "$name: no pid file after 5 s"
     return 1
 }
@@ -119,49 +89,6 @@ is_ready() {
     fi
 }
 
-wait_ready() {
-    local deadline=$((SECONDS + START_TIMEOUT)) name pending
-    while :; do
-        pending=()
-        for name in "$@"; do
-            is_ready "$name" || pending+=("$name")
-        done
-        [ ${#pending[@]} -eq 0 ] && return 0
-        for name in "${pending[@]}"; do
-            if ! pid_of "$name" >/dev/null; then
-                log "$name exited during start-up; last lines of $BASE/$name/server.log:"
-                show_log "$name"
-                return 1
-            fi
-        done
-        if [ $SECONDS -ge $deadline ]; then
-            for name in "${pending[@]}"; do
-                log "$name not ready after ${START_TIMEOUT}s; last lines of $BASE/$name/server.log:"
-                show_log "$name"
-            done
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-
-# stop_server NAME [SIGNAL]: signal the server's process group and wait until it is gone.
-stop_server() {
-    local name=$1 sig=${2:-TERM} pid i
-    pid=$(pid_of "$name") || { rm -f "$BASE/$name/pid"; return 0; }
-    kill -"$sig" -- "-$pid" 2>/dev/null || kill -"$sig" "$pid" 2>/dev/null || true
-    for i in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$name did not stop after 10 s; killing it"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    fi
-    rm -f "$BASE/$name/pid"
-}
-
 member_name() {
     case "${1:-}" in
         1 | 2 | 3) echo "member$1" ;;
@@ -176,7 +103,7 @@ case "${1:-}" in
         command -v java >/dev/null || { log "java not found: run scripts/install-services.sh"; exit 1; }
         [ -f /usr/share/java/zookeeper.jar ] || { log "ZooKeeper not installed: run scripts/install-services.sh"; exit 1; }
         for name in "${ALL[@]}"; do launch "$name"; done
-        wait_ready "${ALL[@]}"
+        wait_ready "$START_TIMEOUT" "${ALL[@]}"
         write_env "DCRON_TEST_ZK=127.0.0.1:$SINGLE_PORT" \
             "DCRON_TEST_ZK_ENSEMBLE=127.0.0.1:21811,127.0.0.1:21812,127.0.0.1:21813"
         log "standalone on 127.0.0.1:$SINGLE_PORT, ensemble on 127.0.0.1:21811-21813"
@@ -200,11 +127,11 @@ case "${1:-}" in
     start-ensemble-member)
         name=$(member_name "${2:-}")
         launch "$name"
-        wait_ready "$name"
+        wait_ready "$START_TIMEOUT" "$name"
         ;;
     clean)
         bash "$0" stop
-        rm -rf "$BASE"
+        rm -rf "$DIR"
         ;;
     *)
         echo "usage: $0 start|stop|status|clean|stop-ensemble-member N|kill-ensemble-member N|start-ensemble-member N" >&2
