@@ -100,8 +100,13 @@ def parse_duration(text: str) -> int:
     return total
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_schedule(expression: str, tz: str = "UTC") -> Schedule:
-    """Parse ``expression`` in the IANA time zone ``tz``; raise :class:`ValidationError` if bad."""
+    """Parse ``expression`` in the IANA time zone ``tz``; raise :class:`ValidationError` if bad.
+
+    Schedules are immutable, so parsed ones are cached: the leader and ``LIST`` parse each job's
+    expression once, not on every call.
+    """
     return Schedule(expression, tz)
 
 
