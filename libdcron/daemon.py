@@ -21,7 +21,7 @@ import click
 import zmq
 
 from .config import DEFAULT_ENDPOINT, NodeSettings, default_data_dir, load_config_file
-from .errors import DcronError, UnavailableError, ValidationError
+from .errors import DcronError, PluginError, UnavailableError, ValidationError
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_START = 0, 1, 2, 3
 
@@ -156,6 +156,9 @@ def _serve(settings: NodeSettings, pidfile: Path | None) -> int:
         if pidfile:
             _write_pidfile(pidfile)
         node = Node(settings)
+    except (PluginError, ValidationError) as exc:
+        log.error("bad configuration: %s", exc)
+        return EXIT_CONFIG
     except DcronError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_START

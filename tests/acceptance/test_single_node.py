@@ -297,3 +297,19 @@ def test_a_run_killed_with_its_node_is_marked_lost_when_the_node_restarts(
     # ... and retried as the next attempt of the same fire time.
     retry = wait_for(lambda: next((r for r in executions(cluster, "nap") if r["attempt"] == 2), None), 15)
     assert retry["fire_time"] == row["fire_time"]
+
+
+def test_exit_codes_for_bad_configuration_and_a_taken_address(cluster: Cluster, tmp_path: Path) -> None:
+    node = cluster.add("first")
+    cluster.wait_ready()
+    taken = cluster.add("second", "--data-dir", str(tmp_path / "other"), "--listen", node.endpoint)
+    assert taken.proc is not None and taken.proc.wait(30) == 3
+    assert "cannot listen" in taken.log()
+    for args, message in (
+        (["--store", "mongodb://x"], "no document-store plugin handles 'mongodb://x'"),
+        (["--listen", "bogus"], "listen must be a ZeroMQ endpoint"),
+    ):
+        bad = cluster.add("bad", "--data-dir", str(tmp_path / "bad"), *args)
+        assert bad.proc is not None and bad.proc.wait(30) == 1
+        assert message in bad.log()
+        cluster.nodes.remove(bad)
