@@ -14,8 +14,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .abc import EXECUTIONS, JOBS
-from .errors import ConflictError, NotFoundError, UnavailableError, ValidationError
-from .model import Execution, Job, format_instant, utcnow, validate_name
+from .errors import ConflictError, ForbiddenError, NotFoundError, UnavailableError, ValidationError
+from .model import (
+    MAX_INTERPRETER,
+    MAX_LOCATION,
+    MAX_SCHEDULE,
+    MAX_TZ,
+    Execution,
+    Job,
+    format_instant,
+    parse_instant,
+    utcnow,
+    validate_name,
+)
+from .redact import redact_url
 from .schedule import parse_schedule
 
 if TYPE_CHECKING:
@@ -24,9 +36,11 @@ if TYPE_CHECKING:
 MAX_SCRIPT = 4 * 1024 * 1024
 MAX_PAGE = 500
 LOG_CHUNK = 1024 * 1024
+#: How far from now a DISPATCH's fire time may be ahead (the leader sends runs ahead by `lead`).
+MAX_DISPATCH_AHEAD = 60.0
 
 
-def _str(body: dict[str, Any], key: str, required: bool = True) -> str | None:
+def _str(body: dict[str, Any], key: str, required: bool = True, limit: int = MAX_LOCATION) -> str | None:
     value = body.get(key)
     if value is None:
         if required:
@@ -34,6 +48,8 @@ def _str(body: dict[str, Any], key: str, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError(f"{key} must be a string")
+    if len(value) > limit:
+        raise ValidationError(f"{key} is {len(value)} characters long; at most {limit} are allowed")
     return value
 
 
@@ -60,7 +76,7 @@ class Api:
             "EXECUTIONS": self.executions,
             "LOGS": self.logs,
             "RUN": self.run,
-            "DISPATCH": node.worker.dispatch,
+            "DISPATCH": self.dispatch,
             "RUN_NOW": self.run_now,
             "FINISHED": self.finished,
         }
@@ -88,9 +104,9 @@ class Api:
             "capacity": node.worker.capacity,
             "running": node.worker.running(),
             "outbox": node.recorder.pending() if node.recorder else 0,
-            "store": node.settings.store,
-            "objects": node.settings.objects,
-            "election": node.settings.election,
+            "store": redact_url(node.settings.store or ""),
+            "objects": redact_url(node.settings.objects or ""),
+            "election": redact_url(node.settings.election or ""),
         }
 
     # -- jobs --------------------------------------------------------------------------------
@@ -104,10 +120,10 @@ class Api:
 
     def schedule(self, body: dict[str, Any]) -> dict[str, Any]:
         name = validate_name(body.get("name"))
-        expression = _str(body, "schedule") or ""
-        tz = _str(body, "tz", required=False) or "UTC"
+        expression = _str(body, "schedule", limit=MAX_SCHEDULE) or ""
+        tz = _str(body, "tz", required=False, limit=MAX_TZ) or "UTC"
         parse_schedule(expression, tz)  # raises with position and reason
-        interpreter = _str(body, "interpreter") or ""
+        interpreter = _str(body, "interpreter", limit=MAX_INTERPRETER) or ""
         known = self.node.plugins.interpreters()
         if interpreter not in known:
             raise ValidationError(
@@ -153,7 +169,7 @@ class Api:
 
     def _script(self, body: dict[str, Any], name: str, suffix: str) -> tuple[str, str | None]:
         objects = self.node.objects
-        content = _str(body, "script_content", required=False)
+        content = _str(body, "script_content", required=False, limit=(MAX_SCRIPT + 2) // 3 * 4)
         if content is not None:
             try:
                 data = base64.b64decode(content, validate=True)
@@ -165,13 +181,20 @@ class Api:
             url = objects.url_for(f"scripts/{name}/{sha}{suffix}")
             objects.put_bytes(data, url)
             return url, sha
-        location = _str(body, "script")
-        assert location is not None
-        url = location if "://" in location else objects.url_for(location)
-        store = self.node.resolve_objects(url)
-        if not store.exists(url):
-            raise NotFoundError(f"script {url} not found in object storage; upload it or pass a local file")
-        return url, _str(body, "script_sha256", required=False)
+        location = _str(body, "script") or ""
+        if "://" not in location:
+            if location.startswith("/") or not location.strip("/"):
+                raise ValidationError(
+                    f"script {location!r} is neither a URL nor a key relative to the object store; "
+                    "pass a local file, a key such as jobs/x.py, or a URL inside the object store"
+                )
+            location = objects.url_for(location)
+        store = self.node.resolve_objects(location)  # refuses what lies outside the allowed stores
+        if not store.exists(location):
+            raise NotFoundError(
+                f"script {redact_url(location)} not found in object storage; upload it or pass a local file"
+            )
+        return location, _str(body, "script_sha256", required=False, limit=64)
 
     def _next(self, job: Job, count: int) -> list[str]:
         if not job.enabled:
@@ -274,6 +297,33 @@ class Api:
         if leader is None:
             raise UnavailableError("no leader is elected yet; try again in a few seconds")
         return node.transport.request(leader.endpoint, "RUN_NOW", {"name": job.name}, timeout=5.0, retries=0)
+
+    def dispatch(self, body: dict[str, Any]) -> dict[str, Any]:
+        """DISPATCH, from the current leader only, for a sane fire time and attempt."""
+        node = self.node
+        sender = body.get("leader")
+        leader = node.election.leader()
+        if leader is None or sender != leader.node_id:
+            raise ForbiddenError(
+                f"DISPATCH from {sender!r} refused: the leader is "
+                f"{leader.node_id if leader else 'not elected'}"
+            )
+        job_doc = body.get("job")
+        if not isinstance(job_doc, dict):
+            raise ValidationError("DISPATCH needs a job document")
+        job = Job.from_doc(job_doc).validate()
+        fire_time = parse_instant(body.get("fire_time"), "fire_time")  # type: ignore[arg-type]
+        ahead = (fire_time - utcnow()).total_seconds()
+        if ahead > MAX_DISPATCH_AHEAD:
+            raise ValidationError(
+                f"DISPATCH fire time {format_instant(fire_time)} is {ahead:.0f}s ahead; "
+                f"at most {MAX_DISPATCH_AHEAD:.0f}s are accepted"
+            )
+        attempt = body.get("attempt")
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or not 1 <= attempt <= job.max_attempts:
+            raise ValidationError(f"DISPATCH attempt must be between 1 and {job.max_attempts}, got {attempt!r}")
+        node.resolve_objects(job.script)  # the script must lie in an allowed store
+        return node.worker.dispatch(body)
 
     def finished(self, body: dict[str, Any]) -> dict[str, Any]:
         doc = body.get("execution")

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,19 +23,30 @@ from .config import DEFAULT_ENDPOINT, load_config_file
 from .errors import DcronError
 from .model import format_instant, parse_instant, utcnow
 from .schedule import parse_schedule
+from .transport.keys import write_keypair
 
 
 class Ctx:
-    def __init__(self, endpoint: str, timeout: float, as_json: bool) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float,
+        as_json: bool,
+        keys: tuple[str | None, str | None, str | None] = (None, None, None),
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.as_json = as_json
+        self.keys = keys  # data folder, client key, server key
         self._client: Client | None = None
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.endpoint, timeout=self.timeout)
+            data_dir, key, server_key = self.keys
+            self._client = Client(
+                self.endpoint, timeout=self.timeout, data_dir=data_dir, key=key, server_key=server_key
+            )
         return self._client
 
     def close(self) -> None:
@@ -76,12 +88,29 @@ def _out(ctx: Ctx, data: Any, text: str) -> None:
 )
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for a node's reply.")
 @click.option("--config", "config_path", default=None, help="TOML config file ([client] table).")
+@click.option(
+    "--data-dir",
+    envvar="DCRON_DATA_DIR",
+    default=None,
+    help="A node's data folder, where the keys of a client on the node's host are [~/.local/share/dcron].",
+)
+@click.option("--key", default=None, help="This client's secret key: a .key_secret file or its Z85 text.")
+@click.option("--server-key", default=None, help="The cluster's public key: a .key file or its Z85 text.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.version_option(package_name="dcron")
 @click.pass_context
-def cli(ctx: click.Context, endpoint: str, timeout: float, config_path: str | None, as_json: bool) -> None:
+def cli(
+    ctx: click.Context,
+    endpoint: str,
+    timeout: float,
+    config_path: str | None,
+    data_dir: str | None,
+    key: str | None,
+    server_key: str | None,
+    as_json: bool,
+) -> None:
     """dcron: schedule cron jobs on a cluster without caring where they run."""
-    ctx.obj = Ctx(endpoint, timeout, as_json)
+    ctx.obj = Ctx(endpoint, timeout, as_json, (data_dir, key, server_key))
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -282,6 +311,31 @@ def status(ctx: Ctx) -> None:
         f"running here: {len(reply['running'])} of {reply['capacity']}",
     ]
     _out(ctx, reply, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, help="Folder to write the key files to.")
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+@_json_option
+@click.pass_obj
+def keygen(ctx: Ctx, name: str, directory: str, force: bool) -> None:
+    """Create a CurveZMQ key pair NAME.key (public) and NAME.key_secret (mode 0600); no node needed."""
+    folder = Path(directory)
+    if not force and ((folder / f"{name}.key").exists() or (folder / f"{name}.key_secret").exists()):
+        raise DcronError(f"{folder / name}.key(_secret) exists; pass --force to overwrite it")
+    if not name or "/" in name or name.startswith("."):
+        raise DcronError(f"key name {name!r} must be a plain file name")
+    pair = write_keypair(folder, name)
+    _out(
+        ctx,
+        {
+            "public_key": pair.public.decode(),
+            "public": str(folder / f"{name}.key"),
+            "secret": str(folder / f"{name}.key_secret"),
+        },
+        f"wrote {folder / name}.key (public: {pair.public.decode()}) and {folder / name}.key_secret",
+    )
 
 
 @cli.command("next")

@@ -7,25 +7,48 @@ from __future__ import annotations
 
 import base64
 import builtins
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .config import default_data_dir
 from .errors import UnavailableError, ValidationError
+from .transport.keys import Security, client_security
 from .transport.zmq import ZmqTransport
 
 READS = {"PING", "STATUS", "LIST", "SHOW", "EXECUTIONS", "LOGS"}
 
 
 class Client:
-    def __init__(self, endpoints: str | Sequence[str], timeout: float = 10.0) -> None:
+    """A client of any node.
+
+    Its CurveZMQ keys are ``key`` (this client's secret key) and ``server_key`` (the cluster's
+    public key), each a file or Z85 text; by default those that ``dcrond`` created in its data
+    folder (``data_dir``, else ``DCRON_DATA_DIR``, else ``~/.local/share/dcron``), so a client on a
+    node's host needs no setting at all.  ``security`` overrides all of them.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        timeout: float = 10.0,
+        *,
+        data_dir: str | Path | None = None,
+        key: str | None = None,
+        server_key: str | None = None,
+        security: Security | None = None,
+    ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not endpoints:
             raise ValidationError("no node endpoint given (set --endpoint or DCRON_ENDPOINT)")
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        self.transport = ZmqTransport()
+        if security is None:
+            folder = Path(data_dir or os.environ.get("DCRON_DATA_DIR") or default_data_dir()).expanduser()
+            security = client_security(folder, key, server_key)
+        self.transport = ZmqTransport(security=security)
 
     def close(self) -> None:
         self.transport.close()

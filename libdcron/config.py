@@ -39,6 +39,14 @@ def default_data_dir() -> Path:
     return Path(base) / "dcron"
 
 
+def split_list(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """A comma-separated setting (or a TOML list) as a list of non-empty, stripped items."""
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
 def load_config_file(path: str | None) -> dict[str, Any]:
     """Read a TOML config file; ``None`` reads nothing."""
     if not path:
@@ -65,6 +73,14 @@ class NodeSettings:
     log_cap: int = 10 * 1024 * 1024
     lookback: float = 300.0
     lead: float = 5.0  # at most this many seconds ahead a run is sent (half the gap to the next run at most)
+    #: CurveZMQ keys (see libdcron.transport.keys): the folder, the cluster's secret key (a file or
+    #: its Z85 text), and more trusted public keys (comma-separated Z85 texts or files).
+    keys_dir: Path | None = None
+    cluster_key: str | None = None
+    client_keys: str | list[str] = ""
+    node_keys: str | list[str] = ""
+    #: Object stores besides ``objects`` that scripts may be read from (comma-separated URL prefixes).
+    allowed_objects: str | list[str] = ""
     options: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> NodeSettings:
@@ -92,6 +108,11 @@ class NodeSettings:
             log_cap=self.log_cap,
             lookback=self.lookback,
             lead=self.lead,
+            keys_dir=Path(self.keys_dir).expanduser().resolve() if self.keys_dir else data_dir / "keys",
+            cluster_key=self.cluster_key,
+            client_keys=split_list(self.client_keys),
+            node_keys=split_list(self.node_keys),
+            allowed_objects=split_list(self.allowed_objects),
             options=dict(self.options),
         )
 

@@ -85,6 +85,33 @@ def _write_pidfile(path: Path) -> None:
     "--log-cap", envvar="DCRON_LOG_CAP", type=int, default=None, help="Bytes kept per run log [10 MiB]."
 )
 @click.option(
+    "--keys-dir", envvar="DCRON_KEYS_DIR", default=None, help="Folder of CurveZMQ keys [DATA_DIR/keys]."
+)
+@click.option(
+    "--cluster-key",
+    envvar="DCRON_CLUSTER_KEY",
+    default=None,
+    help="The cluster's secret key: a .key_secret file or its Z85 text [KEYS_DIR/cluster.key_secret].",
+)
+@click.option(
+    "--client-keys",
+    envvar="DCRON_CLIENT_KEYS",
+    default=None,
+    help="More client public keys to accept, comma-separated (files or Z85 texts) [KEYS_DIR/clients/*.key].",
+)
+@click.option(
+    "--node-keys",
+    envvar="DCRON_NODE_KEYS",
+    default=None,
+    help="More node public keys to accept, comma-separated, for a rotation [KEYS_DIR/nodes/*.key].",
+)
+@click.option(
+    "--allowed-objects",
+    envvar="DCRON_ALLOWED_OBJECTS",
+    default=None,
+    help="Object store URLs besides --objects that scripts may be read from, comma-separated.",
+)
+@click.option(
     "--option",
     "-o",
     "extra",
@@ -136,8 +163,9 @@ def _settings(config_path: str | None, flags: dict[str, Any], extra: tuple[str, 
     unknown = set(values) - known
     if unknown:
         raise ValidationError(f"unknown setting(s) in [node]: {', '.join(sorted(unknown))}")
-    if "data_dir" in values:
-        values["data_dir"] = Path(values["data_dir"])
+    for key in ("data_dir", "keys_dir"):
+        if key in values and isinstance(values[key], str):
+            values[key] = Path(values[key])
     return NodeSettings(**values, options=options).resolved()
 
 

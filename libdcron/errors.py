@@ -38,6 +38,10 @@ class ProtocolError(DcronError):
     """A ZeroMQ message is malformed, of an unknown version or of an unknown command."""
 
 
+class ForbiddenError(DcronError):
+    """The peer is authenticated but its role may not do this (a client key sending DISPATCH)."""
+
+
 class RemoteError(DcronError):
     """A node answered a request with an error; the message is the node's."""
 
@@ -57,5 +61,6 @@ BY_NAME: dict[str, type[DcronError]] = {
         UnavailableError,
         PluginError,
         ProtocolError,
+        ForbiddenError,
     )
 }

@@ -57,6 +57,8 @@ class Run:
     incarnation: str | None = None  # of the worker process running it
     tried: set[str] = field(default_factory=set)
     since: float = field(default_factory=time.monotonic)
+    #: A FINISHED that arrived before the worker's DISPATCH reply (a very short run).
+    early: Execution | None = None
 
     def exec_id(self, job: str) -> str:
         return execution_id(job, self.fire_time, self.attempt)
@@ -365,7 +367,10 @@ class Leader:
             run.incarnation = member.labels.get("incarnation")
             run.tried.add(member.node_id)
             run.since = time.monotonic()
+            early, run.early = run.early, None
         log.info("dispatched %s to %s", run.exec_id(name), member.node_id, extra={"job": name})
+        if early is not None and early.node == member.node_id:
+            self.finished(early)
 
     def _adopt(self, name: str, run: Run) -> None:
         """Another leader's dispatch already started this attempt: follow it instead."""
@@ -409,9 +414,31 @@ class Leader:
             self._cond.notify_all()
 
     def finished(self, ex: Execution) -> None:
-        """A worker reports that an attempt ended (FINISHED); duplicates and stale reports are ignored."""
-        if ex.status.terminal:
-            self._finished(ex)
+        """A worker reports that an attempt ended (FINISHED).
+
+        Only the attempt in progress counts, and only from the node (and process) running it:
+        duplicates, stale reports and reports from any other node are ignored.
+        """
+        if not ex.status.terminal:
+            return
+        with self._cond:
+            js = self.jobs.get(ex.job)
+            run = js.run if js is not None else None
+            if run is None or run.fire_time != ex.fire_time or run.attempt != ex.attempt:
+                return
+            if run.node is None:  # the DISPATCH reply is not processed yet; _mark_running checks the node
+                run.early = ex
+                return
+            if ex.node != run.node or (run.incarnation and ex.incarnation != run.incarnation):
+                log.warning(
+                    "ignored FINISHED of %s from %s: it runs on %s",
+                    ex.id,
+                    ex.node,
+                    run.node,
+                    extra={"job": ex.job, "execution": ex.id},
+                )
+                return
+        self._finished(ex)
 
     def _check_runs(self) -> None:
         """Once a second: runs on dead workers become ``lost``; missed completions are read back."""

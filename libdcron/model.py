@@ -16,10 +16,15 @@ from typing import Any
 
 from .errors import ValidationError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 100
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_TIMEOUT = 366 * 24 * 3600
+#: Longest accepted values of a job's string fields (README, "Limits").
+MAX_SCHEDULE = 256
+MAX_TZ = 64
+MAX_INTERPRETER = 64
+MAX_LOCATION = 1024
 
 
 class Status(enum.StrEnum):
@@ -75,7 +80,7 @@ def validate_name(name: object) -> str:
         raise ValidationError("job name must be a non-empty string")
     if len(name) > MAX_NAME:
         raise ValidationError(f"job name is {len(name)} characters long; at most {MAX_NAME} are allowed")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ValidationError(
             f"job name {name!r} may hold only letters, digits, '.', '_' and '-', and must start "
             "with a letter or digit"
@@ -111,6 +116,14 @@ class Job:
 
     def validate(self) -> Job:
         validate_name(self.name)
+        for what, value, limit in (
+            ("schedule", self.schedule, MAX_SCHEDULE),
+            ("tz", self.tz, MAX_TZ),
+            ("interpreter", self.interpreter, MAX_INTERPRETER),
+            ("script", self.script, MAX_LOCATION),
+        ):
+            if isinstance(value, str) and len(value) > limit:
+                raise ValidationError(f"{what} is {len(value)} characters long; at most {limit} are allowed")
         if not isinstance(self.schedule, str) or not self.schedule.strip():
             raise ValidationError("schedule must be a non-empty cron expression")
         if not isinstance(self.interpreter, str) or not self.interpreter:

@@ -19,16 +19,18 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 from .abc import Member, ObjectStore
 from .api import Api
 from .config import NodeSettings
-from .errors import DcronError, UnavailableError
+from .errors import DcronError, UnavailableError, ValidationError
 from .leader import Leader
 from .model import Execution
 from .plugins import Plugins
 from .recorder import Recorder
+from .redact import redact_url
+from .storage.base import check_object_url, within
+from .transport.keys import node_security
 from .transport.zmq import ZmqTransport
 from .worker import Worker
 
@@ -50,7 +52,10 @@ class Node:
         self.node_dir = s.data_dir / "nodes" / self.node_id
         self.node_dir.mkdir(parents=True, exist_ok=True)
         self.recorder: Recorder | None = None
-        self.transport = ZmqTransport()
+        security, self._created_keys = node_security(
+            s.keys_dir or s.data_dir / "keys", s.cluster_key, s.node_keys, s.client_keys
+        )
+        self.transport = ZmqTransport(security=security)
         self.leader: Leader | None = None
         self._leader_lock = threading.Lock()
         self.endpoint = ""
@@ -61,16 +66,28 @@ class Node:
         self.incarnation = uuid.uuid4().hex[:12]
 
     def resolve_objects(self, url: str) -> ObjectStore:
-        """The object store for any URL: the configured one, or one made for its scheme."""
-        if self.objects.owns(url):
+        """The object store of ``url``: the configured one, or one of ``allowed_objects``.
+
+        A URL outside them, or one with ``.``/``..`` segments, is refused with
+        :class:`ValidationError`: a job can read nothing else of the host or of the cloud account.
+        Stores for ``allowed_objects`` are made once each, so their number is bounded.
+        """
+        check_object_url(url)
+        if within(url, self.objects.base_url):
             return self.objects
-        parsed = urlparse(url)
-        key = f"{parsed.scheme}://{parsed.netloc}"
-        store = self._object_stores.get(key)
-        if store is None:
-            store = self.plugins.object_store(key, self.settings.plugin_options())
-            self._object_stores[key] = store
-        return store
+        for prefix in self.settings.allowed_objects:
+            if within(url, prefix):
+                store = self._object_stores.get(prefix)
+                if store is None:
+                    store = self.plugins.object_store(prefix, self.settings.plugin_options())
+                    self._object_stores[prefix] = store
+                return store
+        allowed = [self.objects.base_url, *self.settings.allowed_objects]
+        raise ValidationError(
+            f"{redact_url(url)} is outside the object stores this node may read "
+            f"({', '.join(redact_url(a) for a in allowed)}); an operator can add one with the "
+            "allowed_objects setting"
+        )
 
     def start(self, wait_for_store: float | None = None) -> None:
         """Open the store (retrying while it is unavailable), serve, join the election."""
@@ -104,10 +121,16 @@ class Node:
             self.endpoint,
             advertise,
             s.data_dir,
-            s.store,
-            s.objects,
-            s.election,
+            redact_url(s.store or ""),
+            redact_url(s.objects or ""),
+            redact_url(s.election or ""),
         )
+        if self._created_keys:
+            log.warning(
+                "created CurveZMQ keys in %s: dcron on this host finds them there; for a cluster, "
+                "copy cluster.key_secret to every node (see README, Security)",
+                s.keys_dir,
+            )
 
     def _open_store(self, wait: float | None) -> None:
         self._retrying("document store", self.store.open, wait)

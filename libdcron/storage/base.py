@@ -62,6 +62,23 @@ def unavailable_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def within(url: str, base: str) -> bool:
+    """Whether ``url`` is ``base`` or under it (``s3://b/p/x`` is under ``s3://b/p``, not ``s3://b/px``)."""
+    base = base.rstrip("/")
+    return url == base or url.startswith(base + "/")
+
+
+def check_object_url(url: str) -> None:
+    """Refuse an object URL with ``.``/``..`` segments, backslashes or NULs, which could leave its store."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        raise ValidationError(f"{url!r} is not an object URL (scheme://location)")
+    lowered = rest.lower()
+    segments = rest.split("/")
+    if any(seg in (".", "..") for seg in segments) or "\\" in rest or "\0" in rest or "%2e" in lowered:
+        raise ValidationError(f"object URL {url!r} may not hold '.' or '..' segments, backslashes or NULs")
+
+
 def number_option(options: Mapping[str, Any], name: str, default: float, minimum: float = 0) -> float:
     """The number ``options[name]`` (a number or a numeric string), ``default`` when it is unset
     or empty; :class:`ValidationError` when it is not a number or is below ``minimum``."""

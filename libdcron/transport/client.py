@@ -7,19 +7,27 @@ machine is stuck) and a new one is opened; after ``retries`` further tries the r
 Sockets are pooled per endpoint: a request checks one out, uses it from its own thread, and checks
 it back in (the pool's lock is the memory barrier ZeroMQ asks for when a socket changes threads).
 Short-lived threads (one per run on a worker) therefore do not leak sockets.
+
+With :class:`~libdcron.transport.keys.Security` every socket is a CurveZMQ client (the server's
+public key, our key pair).  Each socket is monitored, so a node that refuses our key is reported at
+once as a :class:`ForbiddenError` instead of a silent time-out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import zmq
+import zmq.utils.monitor
 
-from ..errors import UnavailableError
+from ..errors import ForbiddenError, UnavailableError
 from . import protocol
+from .keys import Security
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +35,10 @@ IDLE_PER_ENDPOINT = 8
 
 
 class ReqClient:
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], security: Security | None = None) -> None:
         self._ctx = context
+        self._security = security
+        self._monitors: dict[zmq.Socket[bytes], zmq.Socket[bytes]] = {}
         self._idle: dict[str, list[zmq.Socket[bytes]]] = {}
         self._open_count = 0
         self._lock = threading.Lock()
@@ -45,7 +55,21 @@ class ReqClient:
         sock = self._ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE)
-        sock.connect(endpoint)
+        if self._security is not None:
+            keys = self._security.client
+            sock.curve_serverkey = keys.server
+            sock.curve_publickey = keys.me.public
+            sock.curve_secretkey = keys.me.secret
+            monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+            with self._lock:
+                self._monitors[sock] = monitor
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._discard(sock)
+            raise UnavailableError(
+                f"cannot connect to {endpoint!r}: {exc} (an endpoint looks like tcp://host:7571)"
+            ) from None
         return sock
 
     def _checkin(self, endpoint: str, sock: zmq.Socket[bytes]) -> None:
@@ -55,12 +79,46 @@ class ReqClient:
                 pool.append(sock)
                 return
             self._open_count -= 1
-        sock.close(linger=0)
+        self._close(sock)
 
     def _discard(self, sock: zmq.Socket[bytes]) -> None:
         with self._lock:
             self._open_count -= 1
+        self._close(sock)
+
+    def _close(self, sock: zmq.Socket[bytes]) -> None:
+        with self._lock:
+            monitor = self._monitors.pop(sock, None)
+        if monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            monitor.close(linger=0)
         sock.close(linger=0)
+
+    def _wait(self, sock: zmq.Socket[bytes], endpoint: str, timeout: float) -> bool:
+        """Wait for the reply; raise ForbiddenError as soon as the node refuses our key."""
+        with self._lock:
+            monitor = self._monitors.get(sock)
+        if monitor is None:
+            return bool(sock.poll(int(timeout * 1000), zmq.POLLIN))
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            events = dict(poller.poll(int(left * 1000) + 1))
+            if sock in events:
+                return True
+            if monitor in events:
+                event = zmq.utils.monitor.recv_monitor_message(monitor)
+                if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    assert self._security is not None
+                    raise ForbiddenError(
+                        f"node {endpoint} refused this client's key "
+                        f"{self._security.client.me.public.decode()}: add its public key file to the "
+                        "node's KEYS_DIR/clients/ (see `dcron keygen`)"
+                    )
+        return False
 
     def request(
         self,
@@ -75,10 +133,13 @@ class ReqClient:
             sock = self._checkout(endpoint)
             try:
                 sock.send_multipart(frames)
-                if sock.poll(int(timeout * 1000), zmq.POLLIN):
+                if self._wait(sock, endpoint, timeout):
                     reply = sock.recv_multipart()
                     self._checkin(endpoint, sock)
                     return protocol.decode_reply(reply)
+            except ForbiddenError:
+                self._discard(sock)
+                raise
             except zmq.ZMQError as exc:
                 log.debug("request to %s failed: %s", endpoint, exc)
             # Lazy Pirate: a REQ socket without its reply is stuck; close it and try a new one.
@@ -102,4 +163,4 @@ class ReqClient:
             idle = [s for pool in self._idle.values() for s in pool]
             self._idle.clear()
         for sock in idle:
-            sock.close(linger=0)
+            self._close(sock)

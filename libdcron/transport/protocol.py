@@ -11,14 +11,19 @@ body       a UTF-8 JSON object (at most :data:`MAX_BODY` bytes)
 =========  ==============================================================
 
 A ROUTER sees the REQ envelope (identity, empty delimiter) in front of these frames.  Anything
-else -- wrong frame count, unknown version, unknown command, a body that is not a JSON object -- is
-answered with an ``ERROR`` reply whose body names the problem; it never raises past the server.
+else -- wrong frame count, unknown version, unknown command, a body that is not a JSON object, a
+body nested deeper than :data:`MAX_DEPTH` -- is answered with an ``ERROR`` reply whose body names
+the problem; it never raises past the server.
+
+Commands between nodes (:data:`NODE_COMMANDS`) are served only to peers that authenticated with a
+node key; a client key gets a ``ForbiddenError`` reply.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +33,8 @@ HEADER = b"DCRON/1"
 MAX_BODY = 8 * 1024 * 1024
 #: Sockets drop peers that send a larger message (ZMQ_MAXMSGSIZE); a little above MAX_BODY.
 MAX_MESSAGE = MAX_BODY + 1024
+#: Deepest nesting of arrays and objects a body may have; dcron's own bodies need 3.
+MAX_DEPTH = 16
 
 
 class Command(enum.IntEnum):
@@ -49,6 +56,10 @@ class Command(enum.IntEnum):
     FINISHED = 0x22  # worker -> leader: an attempt ended (also seen later through the store)
 
 
+#: Commands only a node (a peer holding a node key) may send.
+NODE_COMMANDS = frozenset({Command.DISPATCH, Command.RUN_NOW, Command.FINISHED})
+
+
 class Reply(enum.IntEnum):
     OK = 0x00
     ERROR = 0x01
@@ -58,13 +69,38 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), default=str).encode()
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def _depth_exceeds(frame: bytes, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (checked before parsing)."""
+    if frame.count(b"[") + frame.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _STRING.sub(b"", frame).translate(None, _NOT_BRACKETS):
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def decode_body(frame: bytes) -> dict[str, Any]:
     if len(frame) > MAX_BODY:
         raise ProtocolError(f"body of {len(frame)} bytes exceeds the limit of {MAX_BODY}")
+    if _depth_exceeds(frame, MAX_DEPTH):
+        raise ProtocolError(f"body nests arrays or objects deeper than {MAX_DEPTH} levels")
     try:
-        body = json.loads(frame.decode())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"body is not UTF-8 JSON: {exc}") from None
+        body = json.loads(frame.decode(), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"body is not UTF-8 JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise ProtocolError(f"body must be a JSON object, got {type(body).__name__}")
     return body

@@ -75,17 +75,49 @@ class NodeProc:
 
 @dataclass
 class Cluster:
+    """Nodes and the CLI in subprocesses.
+
+    With ``shared_keys`` (the default) the cluster is set up as the README's "Security" section
+    says for several hosts: one cluster key pair and one client key pair made with ``dcron keygen``
+    in ``ROOT/keys``, given to every node (``DCRON_CLUSTER_KEY``, ``DCRON_CLIENT_KEYS``) and to the
+    CLI (``DCRON_KEY``, ``DCRON_SERVER_KEY``), so nodes may have data folders of their own.
+    Without it, nodes make their keys in the shared data folder and the CLI finds them there.
+    """
+
     root: Path
     extra_args: list[str] = field(default_factory=list)
     env_extra: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeProc] = field(default_factory=list)
+    shared_keys: bool = True
 
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
 
+    @property
+    def keys_dir(self) -> Path:
+        keys = self.root / "keys"
+        if not (keys / "client.key_secret").exists():
+            base = {k: v for k, v in os.environ.items() if not k.startswith("DCRON_")}
+            for name in ("cluster", "client"):
+                subprocess.run(
+                    [sys.executable, "-m", "libdcron.cli", "keygen", name, "--dir", str(keys)],
+                    env=base,
+                    check=True,
+                    capture_output=True,
+                )
+        return keys
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DCRON_")}
+        if self.shared_keys:
+            keys = self.keys_dir
+            env["DCRON_CLUSTER_KEY"] = str(keys / "cluster.key_secret")
+            env["DCRON_CLIENT_KEYS"] = str(keys / "client.key")
+            env["DCRON_KEY"] = str(keys / "client.key_secret")
+            env["DCRON_SERVER_KEY"] = str(keys / "cluster.key")
+        else:
+            env["DCRON_DATA_DIR"] = str(self.data_dir)
         env.update(self.env_extra)
         env["PYTHONUNBUFFERED"] = "1"
         return env

@@ -203,29 +203,49 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
     assert cluster.json("show", "a")["job"]["schedule"] == "*/5 * * * *"
 
 
+def _curve_dealer(ctx: zmq.Context[zmq.Socket[bytes]], cluster: Cluster, endpoint: str) -> zmq.Socket[bytes]:
+    """A DEALER holding the cluster's client key (an authenticated peer sending what it likes)."""
+    import zmq.auth
+
+    client_public, client_secret = zmq.auth.load_certificate(cluster.keys_dir / "client.key_secret")
+    server_public, _ = zmq.auth.load_certificate(cluster.keys_dir / "cluster.key")
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_serverkey = server_public
+    sock.curve_publickey = client_public
+    sock.curve_secretkey = client_secret or b""
+    sock.connect(endpoint)
+    return sock
+
+
 def test_garbage_and_oversized_frames_do_not_stop_the_node(cluster: Cluster) -> None:
     node = cluster.add("solo")
     cluster.wait_ready()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
+        # A peer without keys gets nothing at all.
+        stranger = ctx.socket(zmq.DEALER)
+        stranger.setsockopt(zmq.LINGER, 0)
+        stranger.connect(node.endpoint)
+        stranger.send_multipart([b"", b"DCRON/1", b"\x01", b"{}"])
+        assert not stranger.poll(1500), "an unauthenticated peer got a reply"
+        stranger.close()
+        # An authenticated peer sending garbage gets an error reply to each message.
         for frames in (
             [b"", b"garbage"],
             [b"", b"DCRON/1", b"\x10", b"{not json"],
             [b"", b"DCRON/1", b"\x10", b"[]"],
             [b"", b"DCRON/1", b"\xff", b"{}"],
+            [b"", b"DCRON/1", b"\x10", b'{"a":' + b"[" * 1000 + b"]" * 1000 + b"}"],
             [b"", os.urandom(32)],
         ):
-            sock = ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(node.endpoint)
+            sock = _curve_dealer(ctx, cluster, node.endpoint)
             sock.send_multipart(frames)
-            assert sock.poll(5000), f"no error reply to {frames!r}"
+            assert sock.poll(5000), f"no error reply to {frames[:2]!r}"
             reply = sock.recv_multipart()
             assert reply[2] == b"\x01" and b"error" in reply[3]
             sock.close()
-        big = ctx.socket(zmq.DEALER)
-        big.setsockopt(zmq.LINGER, 0)
-        big.connect(node.endpoint)
+        big = _curve_dealer(ctx, cluster, node.endpoint)
         big.send_multipart([b"", b"DCRON/1", b"\x10", b"x" * (20 * 1024 * 1024)])
         time.sleep(1)
         big.close()
@@ -237,7 +257,9 @@ def test_garbage_and_oversized_frames_do_not_stop_the_node(cluster: Cluster) -> 
     time.sleep(0.3)
     assert node.alive()
     assert cluster.json("status")["node"] == "solo"
-    assert "rejected a malformed message" in node.log()
+    log = node.log()
+    assert "rejected a message from client" in log
+    assert "failed the CurveZMQ handshake" in log
 
 
 def test_sigterm_stops_cleanly_with_pidfile(cluster: Cluster, tmp_path: Path) -> None:
