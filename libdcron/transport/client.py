@@ -136,8 +136,8 @@ class ReqClient:
                 if self._wait(sock, endpoint, timeout):
                     reply = sock.recv_multipart()
                     self._checkin(endpoint, sock)
-                    return protocol.decode_reply(reply)
-            except ForbiddenError:
+                    break
+            except ForbiddenError:  # our key was refused: no point in retrying
                 self._discard(sock)
                 raise
             except zmq.ZMQError as exc:
@@ -148,10 +148,15 @@ class ReqClient:
                 log.debug(
                     "no reply from %s to %s, retrying (%d/%d)", endpoint, command.name, attempt + 1, retries
                 )
-        raise UnavailableError(
-            f"node {endpoint} did not answer {command.name} within {timeout:g}s "
-            f"({retries + 1} tries); is dcrond running there?"
-        )
+        else:
+            raise UnavailableError(
+                f"node {endpoint} did not answer {command.name} within {timeout:g}s "
+                f"({retries + 1} tries); is dcrond running there{self._key_hint()}?"
+            )
+        return protocol.decode_reply(reply)
+
+    def _key_hint(self) -> str:
+        return ", and is the server key its cluster key" if self._security is not None else ""
 
     def open_sockets(self) -> int:
         with self._lock:

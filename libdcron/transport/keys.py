@@ -262,11 +262,8 @@ class Trust:
     def peer(self, public: bytes) -> Peer | None:
         """The role and name of a Z85 public key, or ``None`` if it is not trusted."""
         with self._lock:
-            found = self._static.get(public) or self._files.get(public)
-            if found is None:
-                self._rescan()
-                found = self._files.get(public)
-            return found
+            self._rescan()  # at most once per interval: a removed key file revokes the key
+            return self._static.get(public) or self._files.get(public)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
