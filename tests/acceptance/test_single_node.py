@@ -335,3 +335,28 @@ def test_exit_codes_for_bad_configuration_and_a_taken_address(cluster: Cluster, 
         assert bad.proc is not None and bad.proc.wait(30) == 1
         assert message in bad.log()
         cluster.nodes.remove(bad)
+
+
+def test_embedded_default_keys_are_created_and_found_by_the_cli(tmp_path: Path) -> None:
+    """No key setting anywhere: dcrond makes its keys in the data folder and dcron finds them."""
+    cluster = Cluster(tmp_path, shared_keys=False)
+    try:
+        cluster.add("solo")
+        cluster.wait_ready()
+        keys = cluster.data_dir / "keys"
+        assert (keys / "cluster.key_secret").stat().st_mode & 0o777 == 0o600
+        assert (keys / "client.key_secret").stat().st_mode & 0o777 == 0o600
+        assert cluster.json("status")["node"] == "solo"
+        # Without the data folder the CLI has no key, and says what to do.
+        result = cluster.dcron("status", check=False, extra_env={"DCRON_DATA_DIR": str(tmp_path / "elsewhere")})
+        assert result.returncode == 1 and "no client key" in result.stderr and "Traceback" not in result.stderr
+        # A stranger's key is refused at once, not after the time-out.
+        cluster.dcron("keygen", "stranger", "--dir", str(tmp_path))
+        result = cluster.dcron(
+            "status",
+            check=False,
+            extra_env={"DCRON_KEY": str(tmp_path / "stranger.key_secret")},
+        )
+        assert result.returncode == 1 and "refused this client's key" in result.stderr
+    finally:
+        cluster.stop()
