@@ -13,7 +13,6 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .abc import EXECUTIONS, JOBS
 from .errors import ConflictError, ForbiddenError, NotFoundError, UnavailableError, ValidationError
 from .model import (
     MAX_INTERPRETER,
@@ -27,6 +26,7 @@ from .model import (
     utcnow,
     validate_name,
 )
+from .records import Records
 from .redact import redact_url
 from .schedule import parse_schedule
 
@@ -65,6 +65,7 @@ def _int(body: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
 class Api:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.records = Records(node.store)
         self.commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "PING": self.ping,
             "STATUS": self.status,
@@ -112,11 +113,7 @@ class Api:
     # -- jobs --------------------------------------------------------------------------------
 
     def _get_job(self, name: str) -> Job:
-        validate_name(name)
-        try:
-            return Job.from_doc(self.node.store.get(JOBS, name))
-        except NotFoundError:
-            raise NotFoundError(f"no job named {name!r}") from None
+        return self.records.job(validate_name(name))
 
     def schedule(self, body: dict[str, Any]) -> dict[str, Any]:
         name = validate_name(body.get("name"))
@@ -146,26 +143,20 @@ class Api:
             created=now,
             updated=now,
         ).validate()
-        store = self.node.store
         try:
-            store.create(JOBS, name, job.to_doc())
+            self.records.create_job(job)
             return {"job": job.to_doc(), "created": True, "next": self._next(job, 1)}
         except ConflictError:
             if not update:
                 raise ConflictError(
                     f"a job named {name!r} already exists; pass --update to change it"
                 ) from None
-        for _ in range(5):
-            current = self._get_job(name)
-            job = job.with_changes(
-                created=current.created, enabled=current.enabled, version=current.version + 1
-            )
-            try:
-                store.update(JOBS, name, job.to_doc(), current.rev or "")
-                return {"job": job.to_doc(), "created": False, "next": self._next(job, 1)}
-            except ConflictError:
-                continue
-        raise ConflictError(f"job {name!r} is being changed concurrently; try again")
+
+        def change(current: Job) -> Job:
+            return job.with_changes(created=current.created, enabled=current.enabled, version=current.version + 1)
+
+        updated, _ = self.records.change_job(name, change)
+        return {"job": updated.to_doc(), "created": False, "next": self._next(updated, 1)}
 
     def _script(self, body: dict[str, Any], name: str, suffix: str) -> tuple[str, str | None]:
         objects = self.node.objects
@@ -207,18 +198,15 @@ class Api:
         return out
 
     def _set_enabled(self, body: dict[str, Any], enabled: bool) -> dict[str, Any]:
-        name = _str(body, "name") or ""
-        for _ in range(5):
-            job = self._get_job(name)
+        name = validate_name(_str(body, "name") or "")
+
+        def change(job: Job) -> Job | None:
             if job.enabled == enabled:
-                return {"job": job.to_doc(), "changed": False}
-            new = job.with_changes(enabled=enabled, updated=format_instant(utcnow()))
-            try:
-                self.node.store.update(JOBS, name, new.to_doc(), job.rev or "")
-                return {"job": new.to_doc(), "changed": True}
-            except ConflictError:
-                continue
-        raise ConflictError(f"job {name!r} is being changed concurrently; try again")
+                return None
+            return job.with_changes(enabled=enabled, updated=format_instant(utcnow()))
+
+        job, changed = self.records.change_job(name, change)
+        return {"job": job.to_doc(), "changed": changed}
 
     def enable(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._set_enabled(body, True)
@@ -227,10 +215,8 @@ class Api:
         return self._set_enabled(body, False)
 
     def list(self, body: dict[str, Any]) -> dict[str, Any]:
-        docs = self.node.store.find(JOBS, {}, sort=[("name", False)])
         jobs = []
-        for doc in docs:
-            job = Job.from_doc(doc)
+        for job in self.records.jobs():
             entry = job.to_doc()
             try:
                 nxt = self._next(job, 1)
@@ -242,34 +228,23 @@ class Api:
 
     def show(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._get_job(_str(body, "name") or "")
-        latest = self.node.store.find(
-            EXECUTIONS, {"job": job.name}, sort=[("fire_time", True), ("attempt", True)], limit=1
-        )
+        latest = self.records.executions(job.name, limit=1)
         return {
             "job": job.to_doc(),
             "next": self._next(job, _int(body, "count", 3, 1, 100)),
-            "last": Execution.from_doc(latest[0]).to_wire() if latest else None,
+            "last": latest[0].to_wire() if latest else None,
         }
 
     def executions(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._get_job(_str(body, "name") or "")
         limit = _int(body, "limit", 20, 1, MAX_PAGE)
         page = _int(body, "page", 1, 1, 1_000_000)
-        docs = self.node.store.find(
-            EXECUTIONS,
-            {"job": job.name},
-            sort=[("fire_time", True), ("attempt", True)],
-            limit=limit,
-            skip=(page - 1) * limit,
-        )
-        return {"executions": [Execution.from_doc(d).to_wire() for d in docs], "page": page, "limit": limit}
+        found = self.records.executions(job.name, limit=limit, skip=(page - 1) * limit)
+        return {"executions": [ex.to_wire() for ex in found], "page": page, "limit": limit}
 
     def logs(self, body: dict[str, Any]) -> dict[str, Any]:
         exec_id = _str(body, "execution") or ""
-        try:
-            ex = Execution.from_doc(self.node.store.get(EXECUTIONS, exec_id))
-        except NotFoundError:
-            raise NotFoundError(f"no execution {exec_id!r}") from None
+        ex = self.records.execution(exec_id)
         if not ex.log:
             state = "still running" if not ex.status.terminal else "has no uploaded log (yet)"
             raise NotFoundError(f"execution {exec_id} {state}")

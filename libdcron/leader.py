@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .abc import EXECUTIONS, JOBS, DocumentStore, Election, Member, Transport
-from .errors import ConflictError, DcronError, NotFoundError, UnavailableError
+from .errors import DcronError, NotFoundError, UnavailableError
 from .model import Execution, Job, Status, execution_id, format_instant, utcnow
+from .records import Records
 from .schedule import Schedule, parse_schedule
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Leader:
     ) -> None:
         self.node_id = node_id
         self.store = store
+        self.records = Records(store)
         self.election = election
         self.transport = transport
         self.lookback = lookback
@@ -146,8 +148,8 @@ class Leader:
     def _load(self) -> None:
         """Rebuild the schedule from the store: jobs, runs in progress, lookback."""
         self._feed_since = self.store.changes(None)[1]
-        jobs = [Job.from_doc(doc) for doc in self.store.find(JOBS, {"enabled": True})]
-        running = [Execution.from_doc(doc) for doc in self.store.find(EXECUTIONS, {"status": "running"})]
+        jobs = self.records.enabled_jobs()
+        running = self.records.running()
         now = self.clock()
         with self._cond:
             for job in jobs:
@@ -210,11 +212,8 @@ class Leader:
         newest = js.schedule.newest_at_or_before(now, now - timedelta(seconds=self.lookback))
         if newest is None:
             return
-        try:
-            self.store.get(EXECUTIONS, execution_id(js.job.name, newest, 1))
+        if self.records.attempt_exists(js.job.name, newest):
             return  # already ran (or runs) under a previous leader
-        except NotFoundError:
-            pass
         log.info("lookback: %s missed %s, running it now", js.job.name, format_instant(newest))
         js.pending = (newest, False)
 
@@ -375,12 +374,11 @@ class Leader:
     def _adopt(self, name: str, run: Run) -> None:
         """Another leader's dispatch already started this attempt: follow it instead."""
         try:
-            doc = self.store.get(EXECUTIONS, run.exec_id(name))
+            ex = self.records.execution(run.exec_id(name))
         except DcronError as exc:
             log.warning("cannot read %s: %s", run.exec_id(name), exc)
             self._retry_later(name, 1.0)
             return
-        ex = Execution.from_doc(doc)
         with self._cond:
             run.node = ex.node
             run.incarnation = ex.incarnation
@@ -455,7 +453,7 @@ class Leader:
             elif now - run.since > 5.0:
                 run.since = now  # re-read at most every 5 s per run
                 try:
-                    ex = Execution.from_doc(self.store.get(EXECUTIONS, run.exec_id(name)))
+                    ex = self.records.execution(run.exec_id(name))
                 except DcronError:
                     continue
                 if ex.status.terminal:
@@ -463,16 +461,6 @@ class Leader:
 
     def _mark_lost(self, name: str, run: Run) -> None:
         exec_id = run.exec_id(name)
-        try:
-            doc = self.store.get(EXECUTIONS, exec_id)
-        except NotFoundError:
-            doc = None
-        except DcronError as exc:
-            log.warning("cannot mark %s lost yet: %s", exec_id, exc)
-            return
-        if doc is not None and doc.get("status") != Status.RUNNING.value:
-            self._finished(Execution.from_doc(doc))
-            return
         restarted = run.node in {m.node_id for m in self.election.members()}
         reason = f"worker {run.node} {'restarted' if restarted else 'left the cluster'} mid-run"
         lost = Execution(
@@ -481,25 +469,20 @@ class Leader:
             attempt=run.attempt,
             node=run.node or "",
             status=Status.LOST,
-            started=None,
             ended=utcnow(),
             reason=reason,
             manual=run.manual,
         )
-        body = lost.to_doc()
         try:
-            if doc is None:
-                self.store.create(EXECUTIONS, exec_id, body)
-            else:
-                body["started"] = doc.get("started")
-                self.store.update(EXECUTIONS, exec_id, body, doc["_rev"])
-        except ConflictError:
-            return  # it changed under us; the next check reads it again
-        except DcronError as exc:
+            ended = self.records.mark_lost(lost)
+        except DcronError as exc:  # conflicts included: the next check looks again
             log.warning("cannot mark %s lost yet: %s", exec_id, exc)
             return
-        log.warning("%s: %s", exec_id, reason, extra={"job": name, "execution": exec_id})
-        self._finished(Execution.from_doc({**body, "_rev": None}))
+        if ended is None:
+            return
+        if ended.status is Status.LOST and ended.reason == reason:
+            log.warning("%s: %s", exec_id, reason, extra={"job": name, "execution": exec_id})
+        self._finished(ended)
 
     # -- change feed -------------------------------------------------------------------------------
 
@@ -524,16 +507,17 @@ class Leader:
         if collection == EXECUTIONS and not self._tracking(doc_id):
             return  # _finished would ignore it: spare the store a read (one per run otherwise)
         try:
-            doc = self.store.get(collection, doc_id)
+            if collection == JOBS:
+                job = self.records.job(doc_id)
+                with self._cond:
+                    self._upsert(job, self.clock())
+                    self._cond.notify_all()
+            elif collection == EXECUTIONS:
+                ex = self.records.execution(doc_id)
+                if ex.status.terminal:
+                    self._finished(ex)
         except NotFoundError:
             return
-        if collection == JOBS:
-            job = Job.from_doc(doc)
-            with self._cond:
-                self._upsert(job, self.clock())
-                self._cond.notify_all()
-        elif collection == EXECUTIONS and doc.get("status") != Status.RUNNING.value:
-            self._finished(Execution.from_doc(doc))
 
     def _tracking(self, exec_id: str) -> bool:
         """Whether ``exec_id`` (``JOB@FIRE_TIME#ATTEMPT``) is the attempt in progress of its job.
