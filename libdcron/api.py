@@ -19,16 +19,15 @@ from .model import (
     MAX_LOCATION,
     MAX_SCHEDULE,
     MAX_TZ,
-    Execution,
     Job,
     format_instant,
-    parse_instant,
     utcnow,
     validate_name,
 )
 from .records import Records
 from .redact import redact_url
 from .schedule import parse_schedule
+from .transport.messages import Dispatch, Finished, RunNow
 
 if TYPE_CHECKING:
     from .node import Node
@@ -271,7 +270,7 @@ class Api:
         leader = node.election.leader()
         if leader is None:
             raise UnavailableError("no leader is elected yet; try again in a few seconds")
-        return node.transport.request(leader.endpoint, "RUN_NOW", {"name": job.name}, timeout=5.0, retries=0)
+        return node.transport.request(leader.endpoint, "RUN_NOW", RunNow(job.name).to_body(), timeout=5.0, retries=0)
 
     def dispatch(self, body: dict[str, Any]) -> dict[str, Any]:
         """DISPATCH, from the current leader only, for a sane fire time and attempt."""
@@ -283,28 +282,18 @@ class Api:
                 f"DISPATCH from {sender!r} refused: the leader is "
                 f"{leader.node_id if leader else 'not elected'}"
             )
-        job_doc = body.get("job")
-        if not isinstance(job_doc, dict):
-            raise ValidationError("DISPATCH needs a job document")
-        job = Job.from_doc(job_doc).validate()
-        fire_time = parse_instant(body.get("fire_time"), "fire_time")  # type: ignore[arg-type]
-        ahead = (fire_time - utcnow()).total_seconds()
+        msg = Dispatch.from_body(body)
+        ahead = (msg.fire_time - utcnow()).total_seconds()
         if ahead > MAX_DISPATCH_AHEAD:
             raise ValidationError(
-                f"DISPATCH fire time {format_instant(fire_time)} is {ahead:.0f}s ahead; "
+                f"DISPATCH fire time {format_instant(msg.fire_time)} is {ahead:.0f}s ahead; "
                 f"at most {MAX_DISPATCH_AHEAD:.0f}s are accepted"
             )
-        attempt = body.get("attempt")
-        if isinstance(attempt, bool) or not isinstance(attempt, int) or not 1 <= attempt <= job.max_attempts:
-            raise ValidationError(f"DISPATCH attempt must be between 1 and {job.max_attempts}, got {attempt!r}")
-        node.resolve_objects(job.script)  # the script must lie in an allowed store
+        node.resolve_objects(msg.job.script)  # the script must lie in an allowed store
         return node.worker.dispatch(body)
 
     def finished(self, body: dict[str, Any]) -> dict[str, Any]:
-        doc = body.get("execution")
-        if not isinstance(doc, dict):
-            raise ValidationError("FINISHED needs an execution document")
-        ex = Execution.from_doc(doc)
+        ex = Finished.from_body(body).execution
         leader = self.node.leader
         if leader is None or not leader.active:
             raise UnavailableError(f"node {self.node.node_id} is not the leader")
@@ -312,7 +301,7 @@ class Api:
         return {}
 
     def run_now(self, body: dict[str, Any]) -> dict[str, Any]:
-        job = self._get_job(_str(body, "name") or "")
+        job = self._get_job(RunNow.from_body(body).name)
         leader = self.node.leader
         if leader is None or not leader.active:
             raise UnavailableError(f"node {self.node.node_id} is not the leader")

@@ -40,6 +40,7 @@ from .errors import DcronError, NotFoundError, UnavailableError
 from .model import Execution, Job, Status, execution_id, format_instant, utcnow
 from .records import Records
 from .schedule import Schedule, parse_schedule
+from .transport.messages import Dispatch, DispatchReply
 
 log = logging.getLogger(__name__)
 
@@ -329,27 +330,23 @@ class Leader:
         ordered = [members[(start + i) % len(members)] for i in range(len(members))]
         fresh = [m for m in ordered if m.node_id not in run.tried]
         candidates = fresh or ordered  # the same worker again only when no other is left
-        body = {
-            "job": job.to_doc(),
-            "fire_time": format_instant(run.fire_time),
-            "attempt": run.attempt,
-            "manual": run.manual,
-            "leader": self.node_id,
-        }
+        body = Dispatch(job, run.fire_time, run.attempt, self.node_id, run.manual).to_body()
         exec_id = run.exec_id(name)
         for member in candidates:
             try:
-                reply = self.transport.request(member.endpoint, "DISPATCH", body, timeout=3.0, retries=0)
+                reply = DispatchReply.from_body(
+                    self.transport.request(member.endpoint, "DISPATCH", body, timeout=3.0, retries=0)
+                )
             except UnavailableError as exc:
                 log.warning("%s: worker %s unreachable: %s", exec_id, member.node_id, exc)
                 continue
             except DcronError as exc:
                 log.warning("%s: worker %s refused: %s", exec_id, member.node_id, exc)
                 continue
-            if reply.get("accepted"):
+            if reply.accepted:
                 self._mark_running(name, run, member)
                 return
-            if reply.get("duplicate"):
+            if reply.duplicate:
                 self._adopt(name, run)
                 return
         log.info("%s: every worker declined, retrying in 1s", exec_id, extra={"job": name})
