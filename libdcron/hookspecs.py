@@ -1,8 +1,10 @@
 """The pluggy hooks a dcron plugin may implement.
 
 A plugin is a module or object with functions decorated by :data:`hookimpl`, registered from the
-``libdcron`` entry-point group (built-in plugins are registered the same way).  Each hook says
-whether it is ``firstresult`` (the first non-``None`` answer wins) or collects every answer.
+``libdcron`` entry-point group.  The built-in plugins are registered first, by import, under their
+entry-point names (see :data:`libdcron.plugins.BUILTINS`); external plugins come after them and
+are therefore asked first.  Each hook says whether it is ``firstresult`` (the first non-``None``
+answer wins) or collects every answer.
 """
 
 from __future__ import annotations

@@ -1,7 +1,14 @@
-"""Finding plugins: one pluggy manager, filled from the ``libdcron`` entry-point group."""
+"""Finding plugins: one pluggy manager; the built-ins by import, then the ``libdcron`` entry points.
+
+The built-in plugins are registered first, by import, under the same names as their entry points
+(as datasette does), so a source checkout runs without installed entry points and pluggy skips
+the built-ins' entry points.  External plugins from the entry-point group come after them, so they
+are asked first and win (pluggy calls the last registered first).
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,22 +22,39 @@ from .errors import PluginError
 log = logging.getLogger(__name__)
 
 
+#: (entry-point name, module) of every built-in plugin, in registration order.
+BUILTINS: tuple[tuple[str, str], ...] = (
+    ("dcron-store-sqlite", "libdcron.stores.sqlite"),
+    ("dcron-store-couchdb", "libdcron.stores.couchdb"),
+    ("dcron-election-file", "libdcron.election.filelock"),
+    ("dcron-election-zookeeper", "libdcron.election.zookeeper"),
+    ("dcron-storage-local", "dcron_plugins.storage_local"),
+    ("dcron-storage-s3", "dcron_plugins.storage_s3"),
+    ("dcron-storage-swift", "dcron_plugins.storage_swift"),
+    ("dcron-interpreters", "dcron_plugins.interpreters"),
+)
+
+
 class Plugins:
     """The plugins of one process (or one embedded node): stores, elections, interpreters."""
 
-    def __init__(self, load_entry_points: bool = True, extra: Iterable[object] = ()) -> None:
+    def __init__(
+        self, load_entry_points: bool = True, extra: Iterable[object] = (), builtins: bool | None = None
+    ) -> None:
+        """``builtins`` (default: as ``load_entry_points``) registers the built-in plugins first."""
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
+        for name, module in BUILTINS if (load_entry_points if builtins is None else builtins) else ():
+            try:
+                self.pm.register(importlib.import_module(module), name=name)
+            except ImportError as exc:
+                raise PluginError(f"built-in plugin {name} ({module}) cannot be imported: {exc}") from None
         if load_entry_points:
             count = self.pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
-            log.debug("loaded %d plugins from entry points", count)
-            if not self.pm.get_plugins():
-                raise PluginError(
-                    "no dcron plugins are registered: install the package (pip install .) so that "
-                    "its entry points exist"
-                )
+            log.debug("loaded %d external plugins from entry points", count)
         for plugin in extra:
-            self.pm.register(plugin)
+            if not self.pm.is_registered(plugin):
+                self.pm.register(plugin)
 
     def register(self, plugin: object, name: str | None = None) -> None:
         self.pm.register(plugin, name=name)

@@ -36,12 +36,31 @@ def test_every_hook_is_documented_and_says_whether_it_is_firstresult() -> None:
         assert func.__annotations__.get("return"), f"{func.__name__} has no return type"
 
 
-def test_builtins_come_from_the_entry_point_group() -> None:
+def test_builtins_are_registered_by_import_under_their_entry_point_names() -> None:
+    from importlib.metadata import entry_points
+
+    from libdcron.plugins import BUILTINS
+
     plugins = Plugins()
-    names = {name for name, _ in plugins.pm.list_name_plugin()}
-    for builtin in ("dcron-interpreters", "dcron-storage-local", "dcron-store-sqlite", "dcron-election-file"):
-        assert builtin in names
+    names = [name for name, _ in plugins.pm.list_name_plugin()]
+    # Registered first, in order, by import; their entry points were skipped (same names).
+    assert names[: len(BUILTINS)] == [name for name, _ in BUILTINS]
+    assert len(names) == len(set(names))
+    declared = {ep.name: ep.value for ep in entry_points(group="libdcron") if ep.name.startswith("dcron-")}
+    assert declared == dict(BUILTINS)  # pyproject.toml and BUILTINS agree
     assert {"python", "ruby", "sh"} <= set(plugins.interpreters())
+    # Without entry points the built-ins still load: a source checkout runs.
+    assert {"python", "ruby", "sh"} <= set(Plugins(load_entry_points=False, builtins=True).interpreters())
+
+
+def test_external_plugins_are_asked_before_the_builtins() -> None:
+    class LocalOverride:
+        @hookimpl
+        def dcron_object_store(self, url: str, options: Mapping[str, Any]) -> Any:
+            return "override" if url.startswith("file://") else None
+
+    plugins = Plugins(extra=[LocalOverride()])
+    assert plugins.object_store("file:///tmp/x", {}) == "override"
 
 
 def test_unknown_urls_are_refused_clearly() -> None:
