@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .abc import EXECUTIONS, JOBS, DocumentStore, Election, Member, Transport
+from .backoff import Backoff
 from .errors import DcronError, NotFoundError, UnavailableError
 from .model import Execution, Job, Status, execution_id, format_instant, utcnow
 from .records import Records
@@ -221,16 +222,16 @@ class Leader:
     # -- the loop --------------------------------------------------------------------------------
 
     def _main(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 10.0)
         while self._active:
             try:
                 self._load()
                 break
             except DcronError as exc:
-                log.warning("leader cannot load the schedule yet, retrying in %.1fs: %s", backoff, exc)
+                delay = backoff.next()
+                log.warning("leader cannot load the schedule yet, retrying in %.1fs: %s", delay, exc)
                 with self._cond:
-                    self._cond.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                    self._cond.wait(delay)
         self.ready.set()
         last_check = 0.0
         with self._cond:
