@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from .abc import Member, ObjectStore
 from .api import Api
+from .backoff import Backoff, retry
 from .config import NodeSettings
 from .errors import DcronError, UnavailableError, ValidationError
 from .leader import Leader
@@ -31,6 +31,7 @@ from .recorder import Recorder
 from .redact import redact_url
 from .storage.base import check_object_url, within
 from .transport.keys import node_security
+from .transport.messages import Finished
 from .transport.zmq import ZmqTransport
 from .worker import Worker
 
@@ -94,6 +95,13 @@ class Node:
         s = self.settings
         self._open_store(wait_for_store)
         self.recorder = Recorder(self.store, self.resolve_objects, self.node_dir / "outbox")
+        from .proctree import ProcessTree, node_key
+
+        containment = ProcessTree(node_key(s.data_dir, self.node_id), self.incarnation)
+        if killed := containment.sweep_leftovers():
+            log.warning(
+                "killed %d leftover process(es) of an earlier incarnation of node %s", killed, self.node_id
+            )
         self.worker = Worker(
             self.node_id,
             self.recorder,
@@ -105,6 +113,7 @@ class Node:
             log_cap=s.log_cap,
             notify=self._notify_leader,
             incarnation=self.incarnation,
+            containment=containment,
         )
         self.api = Api(self)
         self.endpoint = self.transport.serve(s.listen, self.api.handle)
@@ -137,18 +146,15 @@ class Node:
 
     def _retrying(self, what: str, call: Callable[[], None], wait: float | None = None) -> None:
         """Call until it stops raising UnavailableError (logging each failure), or ``wait`` passes."""
-        deadline = None if wait is None else time.monotonic() + wait
-        backoff = 0.5
-        while True:
-            try:
-                call()
-                return
-            except UnavailableError as exc:
-                if self._stopped.is_set() or (deadline is not None and time.monotonic() > deadline):
-                    raise
-                log.warning("%s unavailable, retrying in %.1fs: %s", what, backoff, exc)
-                self._stopped.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+        retry(
+            call,
+            (UnavailableError,),
+            backoff=Backoff(0.5, 10.0),
+            deadline=wait,
+            stop=self._stopped,
+            log=log,
+            what=f"{what}",
+        )
 
     def _notify_leader(self, ex: Execution) -> None:
         leader = self.leader
@@ -158,7 +164,7 @@ class Node:
         member = self.election.leader()
         if member is not None:
             self.transport.request(
-                member.endpoint, "FINISHED", {"execution": ex.to_doc()}, timeout=2.0, retries=0
+                member.endpoint, "FINISHED", Finished(ex).to_body(), timeout=2.0, retries=0
             )
 
     def _on_elected(self) -> None:

@@ -9,9 +9,11 @@ Life of one attempt on a worker:
 2. It fetches the script into a local cache (keyed by location and version, or by sha256), checks
    the sha256 when the job has one, and waits for the fire instant (the leader sends runs a little
    ahead so the process starts on time).
-3. It starts the interpreter in a new process group, with stdout and stderr interleaved into one
-   log file, capped in size with a visible marker.
-4. At the job's timeout it kills the whole process group and records ``timeout``.
+3. It starts the interpreter contained (:mod:`libdcron.proctree`: a cgroup where the host allows
+   it, a new session, an environment marker), with stdout and stderr interleaved into one log
+   file, capped in size with a visible marker.
+4. When the main process exits, whatever it left behind is ended; at the job's timeout the whole
+   tree is killed and ``timeout`` recorded.
 5. It uploads the log to object storage and completes the execution document.
 
 Every store or storage failure is journaled by :class:`~libdcron.recorder.Recorder`: nothing that
@@ -29,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +39,10 @@ from typing import Any
 
 from .abc import Interpreter, ObjectStore
 from .errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
-from .model import Execution, Job, Status, execution_id, format_instant, parse_instant, utcnow
+from .model import Execution, Job, Status, execution_id, format_instant, utcnow
+from .proctree import ProcessTree, RunTree, node_key
 from .recorder import Recorder
+from .transport.messages import Dispatch, DispatchReply
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class Worker:
         log_cap: int = DEFAULT_LOG_CAP,
         notify: Callable[[Execution], None] | None = None,
         incarnation: str | None = None,
+        containment: ProcessTree | None = None,
     ) -> None:
         self.node_id = node_id
         self.recorder = recorder
@@ -87,6 +93,11 @@ class Worker:
         self._runs: dict[str, RunHandle] = {}
         self._lock = threading.Lock()
         self._stopping = False
+        #: Contains each run's whole process tree (see :mod:`libdcron.proctree`).
+        self.containment = containment or ProcessTree(
+            node_key(work_dir, node_id), incarnation or uuid.uuid4().hex[:12]
+        )
+        self._trees: dict[str, RunTree] = {}  # by execution id, while the process runs
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -96,20 +107,16 @@ class Worker:
 
     def dispatch(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Handle DISPATCH: accept, decline as busy, or decline as a duplicate."""
-        try:
-            job = Job.from_doc(dict(body["job"])).validate()
-            fire_time = parse_instant(body["fire_time"], "fire_time")
-            attempt = int(body["attempt"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValidationError(f"DISPATCH needs job, fire_time and attempt: {exc}") from None
+        msg = Dispatch.from_body(body)
+        job, fire_time, attempt = msg.job, msg.fire_time, msg.attempt
         exec_id = execution_id(job.name, fire_time, attempt)
         with self._lock:
             if exec_id in self._runs:
-                return {"accepted": True, "node": self.node_id}  # a retried DISPATCH
+                return DispatchReply(True, self.node_id).to_body()  # a retried DISPATCH
             if self._stopping:
-                return {"accepted": False, "reason": "stopping"}
+                return DispatchReply(False, reason="stopping").to_body()
             if len(self._runs) >= self.capacity:
-                return {"accepted": False, "reason": "busy"}
+                return DispatchReply(False, reason="busy").to_body()
             now = utcnow()
             execution = Execution(
                 job=job.name,
@@ -118,7 +125,7 @@ class Worker:
                 node=self.node_id,
                 status=Status.RUNNING,
                 started=max(now, fire_time),
-                manual=bool(body.get("manual", False)),
+                manual=msg.manual,
                 incarnation=self.incarnation,
             )
             handle = RunHandle(execution, job)
@@ -128,14 +135,14 @@ class Worker:
         except ConflictError:
             with self._lock:
                 self._runs.pop(exec_id, None)
-            return {"accepted": False, "duplicate": True}
+            return DispatchReply(False, duplicate=True).to_body()
         except BaseException:
             with self._lock:
                 self._runs.pop(exec_id, None)
             raise
         threading.Thread(target=self._run, args=(handle,), name=f"run-{exec_id}", daemon=True).start()
         log.info("accepted %s", exec_id, extra={"job": job.name, "execution": exec_id})
-        return {"accepted": True, "node": self.node_id}
+        return DispatchReply(True, self.node_id).to_body()
 
     # -- one run -------------------------------------------------------------------------------
 
@@ -246,36 +253,55 @@ class Worker:
                 )
             handle.started = True
         workdir = tempfile.mkdtemp(prefix="dcron-run-")
+        tree = self.containment.run()  # its cgroup, process group and marker
         started = utcnow()
         try:
-            proc = subprocess.Popen(
+            proc = tree.popen(
                 interp.command(str(script)),
-                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
                 env=env,
-                start_new_session=True,
             )
         except OSError as exc:
+            tree.close()
+            _rmtree(workdir)
             return self._fail(ex, f"cannot start {job.interpreter}: {exc}")
+        with self._lock:
+            self._trees[ex.id] = tree
         handle.process = proc
-        assert proc.stdout is not None
-        copier = threading.Thread(
-            target=_copy_capped, args=(proc.stdout, log_path, self.log_cap), daemon=True
-        )
-        copier.start()
-        status, reason = Status.SUCCEEDED, None
         try:
-            code = proc.wait(timeout=job.timeout or None)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            code = proc.returncode
-            status, reason = Status.TIMEOUT, f"killed after the job's timeout of {job.timeout}s"
-        copier.join(timeout=5)
-        if copier.is_alive():  # a child left in the group still holds the log pipe open
-            _kill_group(proc)
-            copier.join()
+            assert proc.stdout is not None
+            copier = threading.Thread(
+                target=_copy_capped, args=(proc.stdout, log_path, self.log_cap), daemon=True
+            )
+            copier.start()
+            status, reason = Status.SUCCEEDED, None
+            try:
+                code = proc.wait(timeout=job.timeout or None)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, tree)
+                code = proc.returncode
+                status, reason = Status.TIMEOUT, f"killed after the job's timeout of {job.timeout}s"
+            else:
+                # The run ends with its main process: whatever it left behind (detached, in
+                # another session, double-forked) is ended now, which also closes the log pipe.
+                left = tree.end(None, KILL_GRACE)
+                if left:
+                    log.info(
+                        "%s: ended %d process(es) the run left behind",
+                        ex.id,
+                        len(left),
+                        extra={"job": job.name, "execution": ex.id},
+                    )
+            copier.join(timeout=5)
+            if copier.is_alive():  # a process that escaped the containment holds the log pipe open
+                _kill_group(proc, tree)
+                copier.join()
+        finally:
+            with self._lock:
+                self._trees.pop(ex.id, None)
+            tree.end(None, KILL_GRACE)  # (a no-op when it has ended already)
         ended = utcnow()
         if handle.cancelled and status is not Status.TIMEOUT:
             status, reason = Status.LOST, f"node {self.node_id} shut down mid-run"
@@ -309,20 +335,22 @@ class Worker:
         while time.monotonic() < deadline:
             with self._lock:
                 if not self._runs:
+                    self.containment.close()
                     return
             time.sleep(0.1)
         with self._lock:
-            handles = list(self._runs.values())
-        for h in handles:
+            handles = [(h, self._trees.get(h.execution.id)) for h in self._runs.values()]
+        for h, tree in handles:
             h.cancelled = True
-            if h.process is not None and h.process.poll() is None:
-                _kill_group(h.process)
+            if h.process is not None and (h.process.poll() is None or tree is not None):
+                _kill_group(h.process, tree)  # the whole tree, even when the main process is gone
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with self._lock:
                 if not self._runs:
-                    return
+                    break
             time.sleep(0.1)
+        self.containment.close()
 
 
 def _sha256_file(path: str) -> str:
@@ -352,8 +380,17 @@ def _copy_capped(stream: Any, log_path: Path, cap: int) -> None:
     stream.close()
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the run's process group, then SIGKILL whatever is left after a grace period."""
+def _kill_group(proc: subprocess.Popen[bytes], tree: RunTree | None) -> None:
+    """End the run's whole process tree and reap its main process.
+
+    SIGTERM to the run's process group, its cgroup and every process carrying its marker, then,
+    after a grace period if any is still alive, SIGKILL to all of them (see
+    :meth:`RunTree.end <libdcron.proctree.RunTree.end>`).  Without a tree: the process group only.
+    """
+    if tree is not None:
+        tree.end(proc, KILL_GRACE)
+        proc.wait()
+        return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
