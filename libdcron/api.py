@@ -11,9 +11,12 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .errors import ConflictError, ForbiddenError, NotFoundError, UnavailableError, ValidationError
+from .abc import DocumentStore, Election, ObjectStore
+from .config import NodeSettings
+from .errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from .leader import Leader
 from .model import (
     MAX_INTERPRETER,
     MAX_LOCATION,
@@ -24,13 +27,13 @@ from .model import (
     utcnow,
     validate_name,
 )
+from .plugins import Plugins
+from .recorder import Recorder
 from .records import Records
 from .redact import redact_url
 from .schedule import parse_schedule
 from .transport.messages import Dispatch, Finished, RunNow
-
-if TYPE_CHECKING:
-    from .node import Node
+from .worker import Worker
 
 MAX_SCRIPT = 4 * 1024 * 1024
 MAX_PAGE = 500
@@ -61,8 +64,32 @@ def _int(body: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+class NodeView(Protocol):
+    """What the API needs of its node (:class:`libdcron.node.Node` is one)."""
+
+    node_id: str
+    endpoint: str
+    settings: NodeSettings
+    store: DocumentStore
+    objects: ObjectStore
+    election: Election
+    plugins: Plugins
+    recorder: Recorder | None
+
+    @property
+    def worker(self) -> Worker: ...
+
+    def resolve_objects(self, url: str) -> ObjectStore: ...
+
+    def local_leader(self) -> Leader: ...
+
+    def to_leader(
+        self, command: str, body: dict[str, Any], local: Callable[[Leader], dict[str, Any]], timeout: float
+    ) -> dict[str, Any]: ...
+
+
 class Api:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeView) -> None:
         self.node = node
         self.records = Records(node.store)
         self.commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -264,13 +291,9 @@ class Api:
 
     def run(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._get_job(_str(body, "name") or "")
-        node = self.node
-        if node.leader is not None and node.leader.active:
-            return node.leader.run_now(job)
-        leader = node.election.leader()
-        if leader is None:
-            raise UnavailableError("no leader is elected yet; try again in a few seconds")
-        return node.transport.request(leader.endpoint, "RUN_NOW", RunNow(job.name).to_body(), timeout=5.0, retries=0)
+        return self.node.to_leader(
+            "RUN_NOW", RunNow(job.name).to_body(), lambda leader: leader.run_now(job), timeout=5.0
+        )
 
     def dispatch(self, body: dict[str, Any]) -> dict[str, Any]:
         """DISPATCH, from the current leader only, for a sane fire time and attempt."""
@@ -294,15 +317,9 @@ class Api:
 
     def finished(self, body: dict[str, Any]) -> dict[str, Any]:
         ex = Finished.from_body(body).execution
-        leader = self.node.leader
-        if leader is None or not leader.active:
-            raise UnavailableError(f"node {self.node.node_id} is not the leader")
-        leader.finished(ex)
+        self.node.local_leader().finished(ex)
         return {}
 
     def run_now(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._get_job(RunNow.from_body(body).name)
-        leader = self.node.leader
-        if leader is None or not leader.active:
-            raise UnavailableError(f"node {self.node.node_id} is not the leader")
-        return leader.run_now(job)
+        return self.node.local_leader().run_now(job)

@@ -60,11 +60,18 @@ class Node:
         self.leader: Leader | None = None
         self._leader_lock = threading.Lock()
         self.endpoint = ""
-        self.worker: Worker = None  # type: ignore[assignment]
+        self._worker: Worker | None = None
         self._stopped = threading.Event()
         #: Tells this process from an earlier one with the same node id: runs recorded by an
         #: earlier incarnation died with it, and the leader marks them lost.
         self.incarnation = uuid.uuid4().hex[:12]
+
+    @property
+    def worker(self) -> Worker:
+        """This node's worker (made by :meth:`start`)."""
+        if self._worker is None:
+            raise UnavailableError(f"node {self.node_id} is not started")
+        return self._worker
 
     def resolve_objects(self, url: str) -> ObjectStore:
         """The object store of ``url``: the configured one, or one of ``allowed_objects``.
@@ -102,7 +109,7 @@ class Node:
             log.warning(
                 "killed %d leftover process(es) of an earlier incarnation of node %s", killed, self.node_id
             )
-        self.worker = Worker(
+        self._worker = Worker(
             self.node_id,
             self.recorder,
             self.objects,
@@ -156,16 +163,33 @@ class Node:
             what=f"{what}",
         )
 
-    def _notify_leader(self, ex: Execution) -> None:
+    # -- the one place that knows whether the leader is this process or another node ----------
+
+    def local_leader(self) -> Leader:
+        """This node's active leader; :class:`UnavailableError` when this node does not lead."""
+        leader = self.leader
+        if leader is None or not leader.active:
+            raise UnavailableError(f"node {self.node_id} is not the leader")
+        return leader
+
+    def to_leader(
+        self, command: str, body: dict[str, Any], local: Callable[[Leader], dict[str, Any]], timeout: float
+    ) -> dict[str, Any]:
+        """``local(leader)`` when this node leads, else ``command`` sent to the elected leader."""
         leader = self.leader
         if leader is not None and leader.active:
-            leader.finished(ex)
-            return
+            return local(leader)
         member = self.election.leader()
-        if member is not None:
-            self.transport.request(
-                member.endpoint, "FINISHED", Finished(ex).to_body(), timeout=2.0, retries=0
-            )
+        if member is None or member.node_id == self.node_id:
+            raise UnavailableError("no leader is elected yet; try again in a few seconds")
+        return self.transport.request(member.endpoint, command, body, timeout=timeout, retries=0)
+
+    def _notify_leader(self, ex: Execution) -> None:
+        def local(leader: Leader) -> dict[str, Any]:
+            leader.finished(ex)
+            return {}
+
+        self.to_leader("FINISHED", Finished(ex).to_body(), local, timeout=2.0)
 
     def _on_elected(self) -> None:
         with self._leader_lock:
@@ -193,8 +217,8 @@ class Node:
             log.warning("election stop: %s", exc)
         if leader is not None:
             leader.stop()
-        if self.worker is not None:
-            self.worker.stop(grace)
+        if self._worker is not None:
+            self._worker.stop(grace)
         self.transport.close()
         if self.recorder is not None:
             self.recorder.close()
