@@ -78,6 +78,21 @@ def _out(ctx: Ctx, data: Any, text: str) -> None:
         click.echo(text)
 
 
+class _Seconds(click.types.FloatParamType):
+    """A positive, finite number of seconds (``--timeout``): nan, inf, 0 and less are usage errors."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if isinstance(value, bool) or not 0 < seconds < float("inf"):
+            self.fail(f"{value!r} is not a positive, finite number of seconds", param, ctx)
+        return seconds
+
+
 @click.group(context_settings={"auto_envvar_prefix": "DCRON", "help_option_names": ["-h", "--help"]})
 @click.option(
     "--endpoint",
@@ -86,7 +101,9 @@ def _out(ctx: Ctx, data: Any, text: str) -> None:
     show_default=True,
     help="Node(s) to talk to, comma-separated; any node of the cluster will do.",
 )
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for a node's reply.")
+@click.option(
+    "--timeout", type=_Seconds(), default=10.0, show_default=True, help="Seconds to wait for a node's reply."
+)
 @click.option("--config", "config_path", default=None, help="TOML config file ([client] table).")
 @click.option(
     "--data-dir",

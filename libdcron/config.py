@@ -21,6 +21,7 @@ config file is TOML with a ``[node]`` table for ``dcrond`` and a ``[client]`` ta
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tomllib
@@ -83,11 +84,34 @@ class NodeSettings:
     allowed_objects: str | list[str] = ""
     options: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Check every setting's type and range (a config file can hold anything); raise
+        :class:`ValidationError` naming the first bad one: ``setting capacity must be an integer,
+        got '4'``."""
+        for name in ("data_dir", "keys_dir"):
+            value = getattr(self, name)
+            if not isinstance(value, str | os.PathLike) and not (name == "keys_dir" and value is None):
+                raise ValidationError(f"setting {name} must be a path, got {value!r}")
+        _string("listen", self.listen)
+        for name in ("advertise", "node_id", "store", "objects", "election", "cluster_key"):
+            _string(name, getattr(self, name), optional=True)
+        for name in ("client_keys", "node_keys", "allowed_objects"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not (
+                isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
+            ):
+                raise ValidationError(f"setting {name} must be a string or a list of strings, got {value!r}")
+        _integer("capacity", self.capacity, minimum=1)
+        _integer("log_cap", self.log_cap, minimum=0)
+        _seconds("lookback", self.lookback)
+        _seconds("lead", self.lead)
+        if not isinstance(self.options, dict):
+            raise ValidationError(f"setting options must be a table, got {self.options!r}")
+
     def resolved(self) -> NodeSettings:
         """Fill the defaults that depend on other settings; validate."""
+        self.validate()
         data_dir = Path(self.data_dir).expanduser().resolve()
-        if self.capacity < 1:
-            raise ValidationError(f"capacity must be at least 1, got {self.capacity}")
         if not self.listen.startswith(("tcp://", "ipc://")):
             raise ValidationError(
                 f"listen must be a ZeroMQ endpoint like tcp://127.0.0.1:7571, got {self.listen!r}"
@@ -106,8 +130,8 @@ class NodeSettings:
             election=self.election or f"file://{data_dir / 'election'}",
             capacity=self.capacity,
             log_cap=self.log_cap,
-            lookback=self.lookback,
-            lead=self.lead,
+            lookback=float(self.lookback),
+            lead=float(self.lead),
             keys_dir=Path(self.keys_dir).expanduser().resolve() if self.keys_dir else data_dir / "keys",
             cluster_key=self.cluster_key,
             client_keys=split_list(self.client_keys),
@@ -118,3 +142,23 @@ class NodeSettings:
 
     def plugin_options(self) -> dict[str, Any]:
         return {"data_dir": str(self.data_dir), **self.options}
+
+
+def _string(name: str, value: Any, optional: bool = False) -> None:
+    if not isinstance(value, str) and not (optional and value is None):
+        raise ValidationError(f"setting {name} must be a string, got {value!r}")
+
+
+def _integer(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"setting {name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValidationError(f"setting {name} must be at least {minimum}, got {value!r}")
+
+
+def _seconds(name: str, value: Any) -> None:
+    """A positive, finite number of seconds (a TOML integer will do)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"setting {name} must be a number of seconds, got {value!r}")
+    if (isinstance(value, float) and not math.isfinite(value)) or value <= 0:
+        raise ValidationError(f"setting {name} must be a positive, finite number of seconds, got {value!r}")

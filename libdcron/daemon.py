@@ -139,7 +139,7 @@ def dcrond(
     try:
         settings = _settings(config_path, flags, extra)
     except DcronError as exc:
-        click.echo(f"dcrond: {exc}", err=True)
+        click.echo(f"dcrond: bad configuration: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     sys.exit(_serve(settings, Path(pidfile) if pidfile else None))
 
@@ -149,7 +149,10 @@ def _settings(config_path: str | None, flags: dict[str, Any], extra: tuple[str, 
     if not isinstance(node_cfg, dict):
         raise ValidationError("the [node] section of the config file must be a table")
     values: dict[str, Any] = {k: v for k, v in node_cfg.items() if k != "options"}
-    options = dict(node_cfg.get("options", {}))
+    options = node_cfg.get("options", {})
+    if not isinstance(options, dict):
+        raise ValidationError(f"setting options must be a table ([node.options]), got {options!r}")
+    options = dict(options)
     for key, value in flags.items():
         if value is not None:
             values[key] = value

@@ -12,6 +12,13 @@ after its document exists) but never hold writes back: while object storage is d
 still completed (with ``log`` unset), their logs stay in the worker's spool folder and the
 journaled uploads are retried with the same backoff, capped at ``max_backoff`` seconds (default
 30, or the ``DCRON_OUTBOX_MAX_BACKOFF`` environment variable).
+
+Concurrent writers: an execution document can change under a write (a leader marks the attempt
+``lost`` at the moment it completes, the outbox sets its log URL).  Every write then re-reads the
+document and tries again, up to :data:`CONFLICT_RETRIES` times; one that still loses stays in the
+outbox and is retried with its backoff (a WARNING each time), so nothing is dropped.  A status
+another party recorded first is kept (the attempt already ended for everybody else), but the log
+URL is set on it all the same: it is the log of that attempt, and only this worker has it.
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ MAX_BACKOFF = 30.0
 MAX_BACKOFF_ENV = "DCRON_OUTBOX_MAX_BACKOFF"
 #: Suffix of journaled uploads, so that counting pending document writes needs no parsing.
 UPLOAD_SUFFIX = ".upload.json"
+#: Re-reads of a document that changed under a write before the write waits for the next pass.
+CONFLICT_RETRIES = 10
+
+
+class _LogPending(UnavailableError):
+    """An execution's log URL could not be written yet (the document kept changing, or does not
+    exist yet): the write stays in the outbox."""
 
 
 def _max_backoff_from_env() -> float:
@@ -68,6 +82,7 @@ class Recorder:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._seq = 0
+        self._deferrals: dict[str, int] = {}  # failed passes of each journaled log-URL write
         self._thread = threading.Thread(target=self._replay_loop, name="dcron-outbox", daemon=True)
         self._thread.start()
 
@@ -168,12 +183,16 @@ class Recorder:
             self._set_log(op["id"], op["url"])
 
     def _complete_now(self, exec_id: str, doc: dict[str, Any]) -> None:
-        for _ in range(5):
+        for attempt in range(CONFLICT_RETRIES):
             try:
                 current = self.store.get(EXECUTIONS, exec_id)
             except NotFoundError:
-                self.store.create(EXECUTIONS, exec_id, doc)
-                return
+                try:
+                    self.store.create(EXECUTIONS, exec_id, doc)
+                    return
+                except ConflictError:  # created meanwhile (marked lost): read it again
+                    self._pause(attempt)
+                    continue
             if current.get("status") not in (None, "running"):
                 log.warning(
                     "execution %s was already marked %s; keeping that record",
@@ -181,6 +200,8 @@ class Recorder:
                     current.get("status"),
                     extra={"execution": exec_id},
                 )
+                if doc.get("log") and current.get("log") != doc["log"]:
+                    self._set_log(exec_id, doc["log"])  # still this attempt's log
                 return
             if current.get("log") and not doc.get("log"):
                 doc = {**doc, "log": current["log"]}
@@ -188,12 +209,17 @@ class Recorder:
                 self.store.update(EXECUTIONS, exec_id, doc, current["_rev"])
                 return
             except ConflictError:
-                continue
-        raise UnavailableError(f"could not complete {exec_id}: too many concurrent updates")
+                self._pause(attempt)
+        raise UnavailableError(f"could not complete {exec_id}: it changed under {CONFLICT_RETRIES} writes")
 
     def _set_log(self, exec_id: str, url: str) -> None:
-        for _ in range(5):
-            current = self.store.get(EXECUTIONS, exec_id)
+        """Set the attempt's log URL, keeping everything else the document holds (a status another
+        node recorded, its reason).  :class:`_LogPending` when it cannot be written yet."""
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                current = self.store.get(EXECUTIONS, exec_id)
+            except NotFoundError:
+                raise _LogPending(f"execution {exec_id} does not exist (yet)") from None
             if current.get("log") == url:
                 return
             body = {k: v for k, v in current.items() if not k.startswith("_")}
@@ -202,7 +228,12 @@ class Recorder:
                 self.store.update(EXECUTIONS, exec_id, body, current["_rev"])
                 return
             except ConflictError:
-                continue
+                self._pause(attempt)  # changed since we read it: read it again
+        raise _LogPending(f"execution {exec_id} changed under each of {CONFLICT_RETRIES} writes")
+
+    def _pause(self, attempt: int) -> None:
+        """A short, growing pause between writes that lost a race (0.01 s, 0.02 s, ... 0.1 s)."""
+        self._stop.wait(min(0.1, 0.01 * (attempt + 1)))
 
     def _replay_loop(self) -> None:
         backoff = 0.5
@@ -215,6 +246,7 @@ class Recorder:
                 continue
             blocked: UnavailableError | None = None  # a document write failed: stop the pass
             storage: UnavailableError | None = None  # an upload failed: skip the other uploads
+            deferred = 0  # log URLs that could not be written yet: each is kept and retried
             kept = 0
             for path in files:
                 if self._stop.is_set():
@@ -227,6 +259,21 @@ class Recorder:
                         kept += 1
                         continue
                     self._apply(op)
+                except _LogPending as exc:
+                    if not is_upload:
+                        blocked = exc
+                        break
+                    deferred += 1
+                    tries = self._deferrals[path.name] = self._deferrals.get(path.name, 0) + 1
+                    log.warning(
+                        "outbox: the log URL of %s is not recorded yet (%d failed passes), keeping "
+                        "it and retrying: %s",
+                        op.get("id"),
+                        tries,
+                        exc,
+                        extra={"execution": op.get("id")},
+                    )
+                    continue
                 except UnavailableError as exc:
                     if is_upload:
                         storage, kept = exc, kept + 1
@@ -236,7 +283,8 @@ class Recorder:
                 except (DcronError, OSError, ValueError, KeyError, TypeError) as exc:
                     log.error("outbox: dropping unreadable or invalid entry %s: %s", path.name, exc)
                 path.unlink(missing_ok=True)
-            if blocked is None and storage is None:
+                self._deferrals.pop(path.name, None)
+            if blocked is None and storage is None and deferred == 0:
                 backoff = 0.5
                 log.info("outbox: replayed %d pending writes", len(files))
                 continue

@@ -123,7 +123,7 @@ class Records:
     def mark_lost(self, lost: Execution) -> Execution | None:
         """Record ``lost`` unless the attempt already ended; return the ended attempt either way.
 
-        The start time of the document is kept.  ``None`` when the attempt turns out to be
+        The start time and the log URL of the document are kept.  ``None`` when the attempt turns out to be
         still running after all (it changed under us; the caller looks again later).
         """
         ended: list[Execution] = []
@@ -132,7 +132,9 @@ class Records:
             if current is not None and current.status.terminal:
                 ended.append(current)
                 return None
-            return lost.with_changes(started=current.started if current else None)
+            if current is None:
+                return lost
+            return lost.with_changes(started=current.started, log=current.log)
 
         written = self.change_execution(lost.id, change)
         return written or (ended[0] if ended else None)

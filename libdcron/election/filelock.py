@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 from ..abc import Election, Member
 from ..errors import UnavailableError, ValidationError
 from ..hookspecs import hookimpl
+from ..options import number_option
 
 log = logging.getLogger(__name__)
 
@@ -184,4 +185,6 @@ def dcron_election(url: str, options: Mapping[str, Any]) -> Election | None:
     parsed = urlparse(url)
     if parsed.scheme != "file":
         return None
-    return FileLockElection(parsed.path, float(options.get("election_poll_interval", 0.1)))
+    return FileLockElection(
+        parsed.path, number_option(options, "election_poll_interval", 0.1, greater_than=0)
+    )

@@ -70,6 +70,7 @@ from kazoo.retry import KazooRetry
 from ..abc import Election, Member
 from ..errors import UnavailableError, ValidationError
 from ..hookspecs import hookimpl
+from ..options import number_option
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +102,7 @@ def parse_url(url: str) -> tuple[str, str]:
 
 
 def _seconds(options: Mapping[str, Any], name: str, default: float) -> float:
-    value = options.get(name, default)
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ValidationError(f"option {name} must be a number of seconds, not {value!r}") from None
-    if seconds <= 0:
-        raise ValidationError(f"option {name} must be positive, not {value!r}")
-    return seconds
+    return number_option(options, name, default, greater_than=0)
 
 
 def _describe(exc: BaseException) -> str:

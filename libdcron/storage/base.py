@@ -10,7 +10,7 @@ filesystem and hands it to :class:`FsspecObjectStore`, which holds what they sha
 * ranged reads with exact boundaries,
 * the version token of :meth:`~libdcron.abc.ObjectStore.stat`,
 * creating the bucket or container (or parent directories) on the first write that needs it,
-* reading the plugins' numeric options (:func:`number_option`).
+* reading the plugins' numeric options (:func:`number_option`, from :mod:`libdcron.options`).
 
 Error handling: ``FileNotFoundError`` becomes :class:`~libdcron.errors.NotFoundError`; every other
 failure to reach or use the backing service (``OSError`` and its subclasses such as
@@ -33,6 +33,7 @@ from fsspec import AbstractFileSystem
 
 from ..abc import ObjectInfo, ObjectStore
 from ..errors import DcronError, NotFoundError, UnavailableError, ValidationError
+from ..options import number_option  # the plugins' numeric options, parsed in one place
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +78,6 @@ def check_object_url(url: str) -> None:
     segments = rest.split("/")
     if any(seg in (".", "..") for seg in segments) or "\\" in rest or "\0" in rest or "%2e" in lowered:
         raise ValidationError(f"object URL {url!r} may not hold '.' or '..' segments, backslashes or NULs")
-
-
-def number_option(options: Mapping[str, Any], name: str, default: float, minimum: float = 0) -> float:
-    """The number ``options[name]`` (a number or a numeric string), ``default`` when it is unset
-    or empty; :class:`ValidationError` when it is not a number or is below ``minimum``."""
-    value = options.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValidationError(f"option {name} must be a number, not {value!r}") from None
-    if number < minimum:
-        raise ValidationError(f"option {name} must be at least {minimum:g}, not {value!r}")
-    return number
 
 
 def _describe(exc: BaseException) -> str:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,6 +54,7 @@ from requests.adapters import HTTPAdapter
 from ..abc import COLLECTIONS, EXECUTIONS, JOBS, Change, DocumentStore, Scalar
 from ..errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
 from ..hookspecs import hookimpl
+from ..options import FALSE_WORDS, TRUE_WORDS, flag_option, number_option, parse_number
 from .base import (
     check_changes_limit,
     check_collection,
@@ -126,16 +128,11 @@ def parse_url(url: str, options: Mapping[str, Any] | None = None) -> tuple[str, 
             f"{url!r}: database prefix {prefix!r} must start with a lowercase letter and hold only "
             "lowercase letters, digits and _$()+-"
         )
-    timeout = float((options or {}).get("couchdb_timeout") or DEFAULT_TIMEOUT)
+    timeout = number_option(options or {}, "couchdb_timeout", DEFAULT_TIMEOUT, greater_than=0)
     for key, values in parse_qs(parts.query, keep_blank_values=True).items():
         if key != "timeout":
             raise ValidationError(f"{_redact(url)}: unknown parameter {key!r} (known: timeout)")
-        try:
-            timeout = float(values[-1])
-        except ValueError:
-            raise ValidationError(f"{_redact(url)}: timeout must be a number of seconds") from None
-    if timeout <= 0:
-        raise ValidationError(f"{_redact(url)}: timeout must be positive")
+        timeout = parse_number(f"{_redact(url)}: timeout", values[-1], greater_than=0)
     server = urlunsplit((parts.scheme, parts.netloc, "/".join(segments), "", ""))
     return server, prefix, timeout
 
@@ -174,8 +171,15 @@ class CouchDBDocumentStore(DocumentStore):
     def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> CouchDBDocumentStore:
         options = options or {}
         _, _, timeout = parse_url(url, options)
-        verify = options.get("couchdb_verify", True)
-        return cls(url, timeout=timeout, verify=verify if isinstance(verify, bool | str) else True)
+        verify: bool | str = options.get("couchdb_verify", True)
+        if isinstance(verify, str) and verify.strip().lower() not in TRUE_WORDS | FALSE_WORDS | {""}:
+            if not os.path.exists(verify):  # the path of a CA bundle
+                raise ValidationError(
+                    f"option couchdb_verify must be true, false or the path of a CA bundle, got {verify!r}"
+                )
+        else:
+            verify = flag_option(options, "couchdb_verify", True)
+        return cls(url, timeout=timeout, verify=verify)
 
     def __repr__(self) -> str:
         return f"<CouchDBDocumentStore {self._where}>"

@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, unquote
 from ..abc import COLLECTIONS, EXECUTIONS, JOBS, Change, DocumentStore, Scalar
 from ..errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
 from ..hookspecs import hookimpl
+from ..options import parse_number
 from .base import (
     check_changes_limit,
     check_collection,
@@ -137,12 +138,7 @@ def parse_url(url: str, options: Mapping[str, Any] | None = None) -> tuple[str, 
     for key, values in parse_qs(query, keep_blank_values=True).items():
         if key != "timeout":
             raise ValidationError(f"{url!r}: unknown parameter {key!r} (known: timeout)")
-        try:
-            timeout = float(values[-1])
-        except ValueError:
-            raise ValidationError(f"{url!r}: timeout must be a number of seconds") from None
-        if timeout < 0:
-            raise ValidationError(f"{url!r}: timeout must not be negative")
+        timeout = parse_number(f"{url!r}: timeout", values[-1], minimum=0)
     if path != MEMORY and not path.startswith("/"):
         base = (options or {}).get("data_dir") or os.getcwd()
         path = str(Path(str(base)) / path)

@@ -57,6 +57,7 @@ class RouterServer:
         self._thread: threading.Thread | None = None
         self._zap: ZapHandler | None = None
         self._warn = RateLimitedLog(log)
+        self._warn_handshake = RateLimitedLog(log)
         self.endpoint = ""
         #: How many times the socket loop failed and was restarted.
         self.restarts = 0
@@ -158,7 +159,7 @@ class RouterServer:
                 event = zmq.utils.monitor.recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._warn(
+            self._warn_handshake(
                 logging.WARNING,
                 "a peer failed the CurveZMQ handshake on %s (it sent no keys or the wrong server key)",
                 event.get("endpoint", b"?").decode(errors="replace")

@@ -40,7 +40,8 @@ from s3fs import S3FileSystem
 
 from libdcron.abc import ObjectStore
 from libdcron.hookspecs import hookimpl
-from libdcron.storage.base import FsspecObjectStore, number_option
+from libdcron.options import integer_option, number_option
+from libdcron.storage.base import FsspecObjectStore
 
 __all__ = ["S3ObjectStore", "dcron_object_store", "make_filesystem"]
 
@@ -70,7 +71,7 @@ def _no_expect_continue(params: dict[str, Any], **kwargs: Any) -> None:
 
 def make_filesystem(options: Mapping[str, Any]) -> S3FileSystem:
     """An s3fs filesystem configured from ``options`` (see the module documentation)."""
-    retries = int(number_option(options, "s3_retries", 3, minimum=1))
+    retries = integer_option(options, "s3_retries", 3, minimum=1)
     config: dict[str, Any] = {
         "connect_timeout": number_option(options, "s3_connect_timeout", 5),
         "read_timeout": number_option(options, "s3_read_timeout", 60),
@@ -93,7 +94,7 @@ def make_filesystem(options: Mapping[str, Any]) -> S3FileSystem:
     fs = S3FileSystem(
         client_kwargs=client,
         config_kwargs=config,
-        max_concurrency=int(number_option(options, "s3_max_concurrency", 2, minimum=1)),
+        max_concurrency=integer_option(options, "s3_max_concurrency", 2, minimum=1),
         use_listings_cache=False,
         skip_instance_cache=True,
         **kwargs,
@@ -107,7 +108,7 @@ class S3ObjectStore(FsspecObjectStore):
 
     def __init__(self, base_url: str, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
-        part_size = int(number_option(options, "s3_part_size", DEFAULT_PART_SIZE, minimum=MIN_PART_SIZE))
+        part_size = integer_option(options, "s3_part_size", DEFAULT_PART_SIZE, minimum=MIN_PART_SIZE)
         self.region = _region(options)
         super().__init__(
             make_filesystem(options),

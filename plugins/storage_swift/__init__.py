@@ -41,7 +41,8 @@ import fsspec
 from libdcron.abc import ObjectStore
 from libdcron.errors import ValidationError
 from libdcron.hookspecs import hookimpl
-from libdcron.storage.base import FsspecObjectStore, number_option
+from libdcron.options import flag_option, integer_option, number_option
+from libdcron.storage.base import FsspecObjectStore
 
 from .fs import DEFAULT_SEGMENT_SIZE, SwiftFileSystem
 
@@ -65,12 +66,6 @@ _STRING_OPTIONS = {
 }
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
 def make_filesystem(options: Mapping[str, Any]) -> SwiftFileSystem:
     """A :class:`SwiftFileSystem` configured from ``options`` and the environment."""
     kwargs: dict[str, Any] = {
@@ -78,10 +73,10 @@ def make_filesystem(options: Mapping[str, Any]) -> SwiftFileSystem:
     }
     try:
         return SwiftFileSystem(
-            segment_size=int(number_option(options, "swift_segment_size", DEFAULT_SEGMENT_SIZE, 1)),
-            retries=int(number_option(options, "swift_retries", 3, 0)),
+            segment_size=integer_option(options, "swift_segment_size", DEFAULT_SEGMENT_SIZE, 1),
+            retries=integer_option(options, "swift_retries", 3, 0),
             timeout=number_option(options, "swift_timeout", 30, 0.001),
-            insecure=_flag(options.get("swift_insecure", False)),
+            insecure=flag_option(options, "swift_insecure", False),
             skip_instance_cache=True,
             **kwargs,
         )

@@ -257,9 +257,8 @@ def test_garbage_and_oversized_frames_do_not_stop_the_node(cluster: Cluster) -> 
     time.sleep(0.3)
     assert node.alive()
     assert cluster.json("status")["node"] == "solo"
-    log = node.log()
-    assert "rejected a message from client" in log
-    assert "failed the CurveZMQ handshake" in log
+    wait_for(lambda: "rejected a message from client" in node.log(), 10)
+    wait_for(lambda: "failed the CurveZMQ handshake" in node.log(), 10)
 
 
 def test_sigterm_stops_cleanly_with_pidfile(cluster: Cluster, tmp_path: Path) -> None:
@@ -327,14 +326,40 @@ def test_exit_codes_for_bad_configuration_and_a_taken_address(cluster: Cluster, 
     taken = cluster.add("second", "--data-dir", str(tmp_path / "other"), "--listen", node.endpoint)
     assert taken.proc is not None and taken.proc.wait(30) == 3
     assert "cannot listen" in taken.log()
-    for args, message in (
-        (["--store", "mongodb://x"], "no document-store plugin handles 'mongodb://x'"),
-        (["--listen", "bogus"], "listen must be a ZeroMQ endpoint"),
+    config = tmp_path / "bad.toml"
+    config.write_text('[node]\ncapacity = "4"\n')
+    for i, (args, message) in enumerate(
+        (
+            (["--store", "mongodb://x"], "no document-store plugin handles 'mongodb://x'"),
+            (["--listen", "bogus"], "listen must be a ZeroMQ endpoint"),
+            (["--config", str(config)], "setting capacity must be an integer, got '4'"),
+            (
+                ["-o", "couchdb_timeout=abc", "--store", "http://127.0.0.1:5984/x"],
+                "option couchdb_timeout must be a number, got 'abc'",
+            ),
+            (
+                ["-o", "election_poll_interval=abc"],
+                "option election_poll_interval must be a number, got 'abc'",
+            ),
+            (
+                ["-o", "session_timeout=abc", "--election", "zk://127.0.0.1:2181/dcron"],
+                "option session_timeout must be a number, got 'abc'",
+            ),
+        )
     ):
-        bad = cluster.add("bad", "--data-dir", str(tmp_path / "bad"), *args)
-        assert bad.proc is not None and bad.proc.wait(30) == 1
-        assert message in bad.log()
+        bad = cluster.add(f"bad{i}", "--data-dir", str(tmp_path / "bad"), *args)
+        assert bad.proc is not None and bad.proc.wait(30) == 1, (args, bad.log())
+        # stdout and stderr both go to the log: one line, and no traceback.
+        out = bad.log()
+        assert message in out and "bad configuration" in out, (args, out)
+        assert out.count("\n") == 1 and "Traceback" not in out, (args, out)
         cluster.nodes.remove(bad)
+    # The client's --timeout: a usage error (exit 2), not an internal error.
+    for timeout in ("nan", "inf", "0", "-1", "soon"):
+        result = cluster.dcron("--timeout", timeout, "status", check=False)
+        assert result.returncode == 2, (timeout, result.stderr)
+        assert "--timeout" in result.stderr and "Traceback" not in result.stderr, (timeout, result.stderr)
+        assert "internal error" not in result.stderr
 
 
 def test_embedded_default_keys_are_created_and_found_by_the_cli(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The :class:`~libdcron.abc.DocumentStore` contract, run against every implementation.
 
-``sqlite`` runs everywhere; ``couchdb`` needs a CouchDB-API server (``DCRON_TEST_COUCHDB``, started
+``sqlite`` and ``memory`` (:class:`libdcron.testing.InMemoryDocumentStore`, the fake that embedding
+users' tests run on) run everywhere; ``couchdb`` needs a CouchDB-API server (``DCRON_TEST_COUCHDB``, started
 by ``scripts/services.sh start``) and is marked ``couchdb``.  Every test works in its own database
 (a fresh SQLite file, or a fresh CouchDB database prefix), so tests never see each other's data.
 """
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from libdcron import testing as testing_module
 from libdcron.abc import EXECUTIONS, JOBS, Change, DocumentStore
 from libdcron.errors import ConflictError, NotFoundError, UnavailableError, ValidationError
 from libdcron.stores import couchdb as couchdb_module
@@ -32,7 +34,9 @@ from libdcron.stores.couchdb import CouchDBDocumentStore
 from libdcron.stores.sqlite import SQLiteDocumentStore
 from tests.conftest import service
 
-BACKENDS = ["sqlite", pytest.param("couchdb", marks=pytest.mark.couchdb)]
+BACKENDS = ["sqlite", "memory", pytest.param("couchdb", marks=pytest.mark.couchdb)]
+#: Backends whose change feed reports each document written exactly once (CouchDB may replay).
+EXACT_FEED = ("sqlite", "memory")
 
 #: A factory of store objects on one test database: call it again for a second "node".
 StoreFactory = Callable[[], DocumentStore]
@@ -40,7 +44,11 @@ StoreFactory = Callable[[], DocumentStore]
 
 def _store_for_url(url: str) -> DocumentStore:
     """The store for ``url`` as the plugin hooks make it (the way dcrond does)."""
-    store = sqlite_module.dcron_document_store(url, {}) or couchdb_module.dcron_document_store(url, {})
+    store = (
+        sqlite_module.dcron_document_store(url, {})
+        or testing_module.dcron_document_store(url, {})
+        or couchdb_module.dcron_document_store(url, {})
+    )
     assert store is not None, url
     return store
 
@@ -55,6 +63,9 @@ def store_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """The URL of a fresh, private database of ``backend``."""
     if backend == "sqlite":
         yield f"sqlite://{tmp_path}/state/dcron.db"
+        return
+    if backend == "memory":
+        yield f"memory://t{uuid.uuid4().hex[:12]}"  # stores of one name share one database
         return
     base = service("COUCHDB", "CouchDB-API server (pouchdb-server)").rstrip("/")
     prefix = "t" + uuid.uuid4().hex[:12]
@@ -314,20 +325,20 @@ def test_changes_from_now(backend: str, new_store: StoreFactory) -> None:
     assert Change(JOBS, "nightly") in changes
     assert Change(EXECUTIONS, doc_id) in changes
     assert Change(JOBS, "before") not in changes
-    if backend == "sqlite":
+    if backend in EXACT_FEED:
         assert sorted(changes, key=str) == sorted(
             [Change(JOBS, "nightly"), Change(EXECUTIONS, doc_id)], key=str
         )
 
     # Nothing new: nothing reported (strictly so in SQLite; CouchDB may replay, never skip).
     again, position3 = reader.changes(position2)
-    if backend == "sqlite":
+    if backend in EXACT_FEED:
         assert again == [] and position3 == position2
 
     writer.update(JOBS, "nightly", {"name": "nightly", "enabled": False}, rev)
     changes, _ = _drain(reader, position3)
     assert Change(JOBS, "nightly") in changes
-    if backend == "sqlite":
+    if backend in EXACT_FEED:
         assert changes == [Change(JOBS, "nightly")]
 
 
@@ -343,7 +354,7 @@ def test_changes_in_small_batches(backend: str, store: DocumentStore) -> None:
     assert 1 <= len(first) <= 3
     changes, _ = _drain(store, position, limit=3)
     assert set(changes) == expected
-    if backend == "sqlite":
+    if backend in EXACT_FEED:
         assert len(changes) == len(expected)  # once each
 
 
@@ -352,7 +363,7 @@ def test_changes_from_the_start(backend: str, store: DocumentStore) -> None:
     rev = store.create(EXECUTIONS, doc_id, body)
     for status in ("succeeded", "failed", "lost"):
         rev = store.update(EXECUTIONS, doc_id, {**body, "status": status}, rev)
-    if backend == "sqlite":
+    if backend in EXACT_FEED:
         changes, _ = _drain(store, "0")
         assert changes == [Change(EXECUTIONS, doc_id)]  # one row per document, not per write
 
@@ -413,6 +424,8 @@ def _leader_process(url: str, node: str, ids: list[str], start: Any, results: An
 
 def test_concurrent_creates_from_processes(backend: str, store_url: str, new_store: StoreFactory) -> None:
     """Two dcrond processes sharing one store insert the same attempts: one wins each."""
+    if backend == "memory":
+        pytest.skip("an in-memory store is not shared between processes")
     store = new_store()  # creates the database first, as the first node to start would
     ids = [execution("race", minute)[0] for minute in range(40)]
     context = multiprocessing.get_context("spawn")
@@ -492,6 +505,8 @@ def unreachable_url(backend: str, tmp_path: Path) -> str:
         blocker = tmp_path / "not-a-directory"
         blocker.write_text("a file where the database's directory should be")
         return f"sqlite://{blocker}/state/dcron.db"
+    if backend == "memory":
+        pytest.skip("an in-memory store has no service to be unreachable")
     return f"http://127.0.0.1:{_closed_port()}/dcron"
 
 
@@ -649,7 +664,9 @@ def test_open_twice_and_reopen(backend: str, new_store: StoreFactory, store_url:
 
 
 def _schema(backend: str, url: str) -> list[str]:
-    """What ``open`` creates: SQLite's schema objects, or CouchDB's design documents."""
+    """What ``open`` creates: SQLite's schema objects, or CouchDB's design documents (memory: none)."""
+    if backend == "memory":
+        return []
     if backend == "sqlite":
         path, _ = sqlite_module.parse_url(url)
         with sqlite3.connect(path) as conn:

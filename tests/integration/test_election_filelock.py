@@ -16,15 +16,7 @@ import pytest
 from libdcron.abc import Member
 from libdcron.election.filelock import FileLockElection
 from libdcron.errors import ValidationError
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from libdcron.testing import wait_for
 
 
 class Recorder:

@@ -25,6 +25,7 @@ import pytest
 from kazoo.client import KazooClient, KazooState
 from kazoo.protocol.connection import _SESSION_EXPIRED
 
+from libdcron import testing
 from libdcron.abc import Member
 from libdcron.election import zookeeper
 from libdcron.election.zookeeper import ZooKeeperElection, parse_url
@@ -39,10 +40,7 @@ ZK_SCRIPT = ROOT / "scripts" / "services" / "zookeeper.sh"
 def wait_for(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> float:
     """Poll until ``condition()`` is true; return the seconds it took."""
     start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
+    testing.wait_for(condition, timeout, interval=0.005, message=f"waiting for {what}")
     return time.monotonic() - start
 
 

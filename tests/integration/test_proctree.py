@@ -21,6 +21,7 @@ from libdcron.model import Job, format_instant, parse_instant, utcnow
 from libdcron.proctree import MARKER_VAR, ProcessTree, RunTree, marked_pids, node_key
 from libdcron.recorder import Recorder
 from libdcron.stores.sqlite import SQLiteDocumentStore
+from libdcron.testing import wait_for
 from libdcron.worker import Worker
 
 # The script detaches two children: one in the background with its output elsewhere, one through
@@ -33,16 +34,6 @@ while [ ! -s {dir}/dbl.pid ]; do sleep 0.01; done
 echo $$ > {dir}/main.pid
 echo detached
 """
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def gone(pid: int) -> bool:

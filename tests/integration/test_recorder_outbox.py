@@ -6,6 +6,7 @@ folder.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
@@ -18,8 +19,9 @@ from dcron_plugins.storage_local import LocalObjectStore
 from libdcron.abc import EXECUTIONS, ObjectStore
 from libdcron.errors import UnavailableError, ValidationError
 from libdcron.model import Execution, Status, utcnow
-from libdcron.recorder import MAX_BACKOFF, MAX_BACKOFF_ENV, Recorder
+from libdcron.recorder import CONFLICT_RETRIES, MAX_BACKOFF, MAX_BACKOFF_ENV, Recorder
 from libdcron.stores.sqlite import SQLiteDocumentStore
+from libdcron.testing import wait_for
 
 
 class FlakyObjects(LocalObjectStore):  # type: ignore[misc]
@@ -33,6 +35,10 @@ class FlakyObjects(LocalObjectStore):  # type: ignore[misc]
 
 class FlakyStore(SQLiteDocumentStore):
     down = False
+    #: This many of the next updates of an execution lose a real race: just before each, another
+    #: writer (a leader, say) updates the same document, so the update's revision is stale.
+    races = 0
+    raced = 0
 
     def _check(self) -> None:
         if self.down:
@@ -48,6 +54,12 @@ class FlakyStore(SQLiteDocumentStore):
 
     def update(self, collection: str, doc_id: str, body: Mapping[str, Any], rev: str) -> str:
         self._check()
+        if self.races > 0 and collection == EXECUTIONS:
+            self.races -= 1
+            self.raced += 1
+            current = super().get(collection, doc_id)
+            other = {k: v for k, v in current.items() if not k.startswith("_")}
+            super().update(collection, doc_id, {**other, "touched": self.raced}, current["_rev"])
         return super().update(collection, doc_id, body, rev)
 
 
@@ -81,12 +93,7 @@ def finish(ex: Execution) -> Execution:
 
 
 def wait(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
+    wait_for(predicate, timeout, interval=0.02)
 
 
 def spooled(spool: Path, text: str) -> str:
@@ -176,3 +183,62 @@ def test_max_backoff_from_the_environment(
         monkeypatch.setenv(MAX_BACKOFF_ENV, bad)
         with pytest.raises(ValidationError, match=MAX_BACKOFF_ENV):
             make()
+
+
+def test_a_log_url_is_recorded_however_often_the_document_changes_under_it(
+    parts: Parts, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder, store, objects, spool = parts
+    ex = running()
+    assert recorder.create(ex)
+    objects.down = True
+    local = spooled(spool, "raced\n")
+    url = objects.url_for("logs/j/4.log")
+    assert not recorder.upload_log(local, url, ex.id)
+    recorder.complete(finish(ex))
+    # Every write of the log URL loses a race, for more than two passes of the outbox.
+    races = 2 * CONFLICT_RETRIES + 3
+    store.races = races
+    with caplog.at_level(logging.WARNING, logger="libdcron.recorder"):
+        objects.down = False
+        wait(lambda: recorder.pending() == 0, timeout=20)
+    doc = store.get(EXECUTIONS, ex.id)
+    assert doc.get("log") == url, "the log URL is never dropped"
+    assert store.raced == races and store.races == 0
+    assert doc["status"] == "succeeded" and doc["touched"] == races, "the other writer's changes are kept"
+    assert objects.read_range(url, 0, 100) == b"raced\n" and not Path(local).exists()
+    kept = [r.getMessage() for r in caplog.records if "not recorded yet" in r.getMessage()]
+    assert len(kept) >= 2 and all(ex.id in message for message in kept), caplog.text
+
+
+def test_a_completion_racing_a_lost_mark_keeps_the_status_and_sets_the_log(parts: Parts) -> None:
+    recorder, store, objects, spool = parts
+    ex = running()
+    assert recorder.create(ex)
+    url = objects.url_for("logs/j/5.log")
+    assert recorder.upload_log(spooled(spool, "mine\n"), url, ex.id)
+    # A leader marks the attempt lost just before the worker records its end.
+    doc = store.get(EXECUTIONS, ex.id)
+    lost = {k: v for k, v in doc.items() if not k.startswith("_")}
+    store.update(EXECUTIONS, ex.id, {**lost, "status": "lost", "reason": "worker n1 left"}, doc["_rev"])
+    store.races = 3  # ... and the document keeps changing while the log URL is written
+    recorder.complete(finish(ex).with_changes(log=url))
+    doc = store.get(EXECUTIONS, ex.id)
+    assert doc["status"] == "lost" and doc["reason"] == "worker n1 left", "the first terminal status stays"
+    assert doc["log"] == url, "the attempt's log is recorded on it all the same"
+    assert recorder.pending() == 0
+
+
+def test_a_log_url_for_a_document_not_there_yet_waits_in_the_outbox(parts: Parts) -> None:
+    recorder, store, objects, spool = parts
+    ex = running()
+    objects.down = True
+    local = spooled(spool, "early\n")
+    url = objects.url_for("logs/j/6.log")
+    assert not recorder.upload_log(local, url, ex.id)  # no document yet (journaled out of order)
+    objects.down = False
+    time.sleep(1.0)  # several passes: the upload is done, the log URL has nowhere to go yet
+    assert recorder.pending() == 1 and not Path(local).exists()
+    store.create(EXECUTIONS, ex.id, finish(ex).to_doc())
+    wait(lambda: recorder.pending() == 0)
+    assert store.get(EXECUTIONS, ex.id)["log"] == url

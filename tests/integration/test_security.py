@@ -27,19 +27,10 @@ from libdcron.config import NodeSettings
 from libdcron.errors import ForbiddenError, NotFoundError, UnavailableError, ValidationError
 from libdcron.model import format_instant, utcnow
 from libdcron.node import Node
+from libdcron.testing import wait_for
 from libdcron.transport import protocol
 from libdcron.transport.keys import ClientKeys, KeyPair, Security, load_public, load_secret, write_keypair
 from libdcron.transport.zmq import ZmqTransport
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from libdcron.abc import EXECUTIONS, Interpreter, ObjectStore
 from libdcron.model import Job, format_instant, utcnow
 from libdcron.recorder import Recorder
 from libdcron.stores.sqlite import SQLiteDocumentStore
+from libdcron.testing import wait_for
 from libdcron.worker import Worker
 
 
@@ -58,13 +59,11 @@ def dispatch(worker: Worker, job: Job, attempt: int = 1, delay: float = 0.0) -> 
 
 
 def wait_done(store: SQLiteDocumentStore, job: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def done() -> list[dict[str, Any]] | None:
         docs = [d for d in store.find(EXECUTIONS, {"job": job}) if d["status"] != "running"]
-        if len(docs) >= count:
-            return docs
-        time.sleep(0.05)
-    raise AssertionError(f"{job}: fewer than {count} finished executions")
+        return docs if len(docs) >= count else None
+
+    return wait_for(done, timeout, message=f"{job}: {count} finished executions")
 
 
 def upload(objects: LocalObjectStore, key: str, text: str) -> tuple[str, str]:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from libdcron.abc import EXECUTIONS, JOBS, Election, Member, Transport
+from libdcron import testing
+from libdcron.abc import EXECUTIONS, JOBS, Change, Election, Member, Transport
 from libdcron.errors import ConflictError, UnavailableError
 from libdcron.leader import Leader
 from libdcron.model import Execution, Job, Status, execution_id, parse_instant, utcnow
@@ -96,12 +97,7 @@ def finish(store: SQLiteDocumentStore, exec_id: str, status: Status, code: int |
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+    return testing.wait_for(predicate, timeout, interval=0.02)
 
 
 @pytest.fixture
@@ -356,3 +352,128 @@ def test_disable_then_enable_does_not_fire_a_time_twice(
     ids = workers.ids()
     assert len(ids) == len(set(ids))
     assert workers.requests == len(ids), "a fire time was dispatched twice"
+
+
+# -- adopt, suspension, missed completions (threads, fake workers, no fixed sleeps) --------------
+
+FIXED = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # no fire time of "0 0 1 1 *" within lookback
+
+
+def started_leader(
+    store: SQLiteDocumentStore, nodes: list[str], running: list[Leader], **kw: Any
+) -> tuple[Leader, FakeElection, FakeWorkers]:
+    leader, election, workers = make_leader(store, nodes, **kw)
+    running.append(leader)
+    leader.start()
+    assert leader.ready.wait(5)
+    return leader, election, workers
+
+
+def test_a_duplicate_reply_makes_the_leader_follow_the_existing_attempt(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
+    job = add_job(store, "dup", "0 0 1 1 *")
+    leader, _, workers = started_leader(store, ["a", "b"], running, clock=lambda: FIXED)
+    # Meanwhile (after this leader loaded the runs in progress) another leader dispatched the
+    # same attempt to b: every worker answers `duplicate`.
+    other = Execution("dup", FIXED, 1, "b", Status.RUNNING, started=FIXED)
+    store.create(EXECUTIONS, other.id, other.to_doc())
+    leader.run_now(job)
+    assert wait_for(lambda: (r := leader.jobs["dup"].run) is not None and r.node == "b")
+    assert workers.dispatched == [] and workers.requests == 1
+    # b's FINISHED goes to the leader it knows; this one sees the completion in the store.
+    finish(store, other.id, Status.SUCCEEDED)
+    assert wait_for(lambda: leader.jobs["dup"].run is None)
+    assert workers.dispatched == [] and workers.requests == 1
+
+
+def test_a_duplicate_of_an_attempt_already_ended_finishes_it_and_goes_on(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
+    job = add_job(store, "gone", "0 0 1 1 *", max_attempts=2)
+    other = Execution("gone", FIXED, 1, "b", Status.TIMEOUT, started=FIXED, ended=FIXED)
+    store.create(EXECUTIONS, other.id, other.to_doc())
+    leader, _, workers = started_leader(store, ["a", "b"], running, clock=lambda: FIXED)
+    leader.run_now(job)
+    # Adopted, found terminal (timeout): the next attempt runs, on another node than b.
+    assert wait_for(lambda: len(workers.dispatched) == 1)
+    assert workers.dispatched == [("a", execution_id("gone", FIXED, 2))]
+    finish(store, execution_id("gone", FIXED, 2), Status.SUCCEEDED)
+    assert wait_for(lambda: leader.jobs["gone"].run is None)
+
+
+class CountingElection(FakeElection):
+    """Counts the leader's questions while suspended."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        super().__init__(nodes)
+        self.asked_while_suspended = 0
+
+    def suspended(self) -> bool:
+        if self.is_suspended:
+            self.asked_while_suspended += 1
+        return self.is_suspended
+
+
+def test_nothing_is_dispatched_while_the_election_is_suspended(
+    store: SQLiteDocumentStore, running: list[Leader]
+) -> None:
+    job = add_job(store, "s", "0 0 1 1 *")
+    election = CountingElection(["a"])
+    election.is_suspended = True
+    workers = FakeWorkers(store)
+    leader = Leader("L", store, election, workers, feed_interval=0.05)
+    running.append(leader)
+    leader.start()
+    assert leader.ready.wait(5)
+    leader.run_now(job)
+    # A suspended leader holds the run and asks again every 0.5 s: let it ask three times.
+    assert wait_for(lambda: election.asked_while_suspended >= 3)
+    assert workers.requests == 0
+    run = leader.jobs["s"].run
+    assert run is not None and run.node is None
+    election.is_suspended = False
+    assert wait_for(lambda: len(workers.dispatched) == 1)
+    assert workers.requests == 1 and run.node == "a"
+
+
+class LossyFeedStore(SQLiteDocumentStore):
+    """A store whose change feed never reports executions (the completion is missed)."""
+
+    def changes(self, since: str | None, limit: int = 1000) -> tuple[list[Change], str]:
+        found, last = super().changes(since, limit)
+        return [c for c in found if c.collection != EXECUTIONS], last
+
+
+@pytest.fixture
+def lossy_store(tmp_path: Path) -> Iterator[LossyFeedStore]:
+    s = LossyFeedStore(str(tmp_path / "lossy.sqlite3"))
+    s.open()
+    yield s
+    s.close()
+
+
+def test_a_missed_completion_is_read_back_from_the_store(
+    lossy_store: LossyFeedStore, running: list[Leader]
+) -> None:
+    store = lossy_store
+    job = add_job(store, "m", "0 0 1 1 *", max_attempts=2)
+    leader, _, workers = started_leader(store, ["a"], running)
+    leader.run_now(job)
+    assert wait_for(lambda: len(workers.dispatched) == 1)
+    first = workers.ids()[0]
+    run = leader.jobs["m"].run
+    assert run is not None and wait_for(lambda: run.node == "a")
+    # The worker's FINISHED is lost and so is the feed's change: only the store knows.
+    finish(store, first, Status.TIMEOUT, None)
+    time.sleep(0.3)
+    assert leader.jobs["m"].run is run
+    run.since -= 60  # accepted long ago: the once-a-second check reads it back
+    assert wait_for(lambda: len(workers.dispatched) == 2, 3.0)  # and the leader goes on (retry)
+    assert workers.ids()[1] == first.replace("#1", "#2")
+    second = leader.jobs["m"].run
+    assert second is not None and wait_for(lambda: second.node == "a")
+    finish(store, workers.ids()[1], Status.SUCCEEDED)
+    second.since -= 60
+    assert wait_for(lambda: leader.jobs["m"].run is None, 3.0)
+    assert len(workers.dispatched) == 2

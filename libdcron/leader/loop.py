@@ -1,0 +1,350 @@
+"""The :class:`Leader`: threads, dispatch to workers, recovery from the store, the change feed.
+
+Every scheduling decision is :class:`~libdcron.leader.state.LeaderState`'s; this module feeds it
+events (under :attr:`Leader._cond`) and carries out the :class:`Start` decisions it returns.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from ..abc import EXECUTIONS, JOBS, DocumentStore, Election, Member, Transport
+from ..backoff import Backoff
+from ..errors import DcronError, NotFoundError, UnavailableError
+from ..model import Execution, Job, Status, execution_id, format_instant, utcnow
+from ..records import Records
+from ..transport.messages import Dispatch, DispatchReply
+from .state import LOOKBACK, JobState, LeaderState, Run, Start
+
+log = logging.getLogger(__name__)
+
+FEED_BATCH = 1000
+#: Seconds after which a run a worker accepted is read back from the store (a missed completion).
+RECHECK = 5.0
+
+
+class Leader:
+    def __init__(
+        self,
+        node_id: str,
+        store: DocumentStore,
+        election: Election,
+        transport: Transport,
+        lookback: float = LOOKBACK,
+        lead: float = 5.0,
+        feed_interval: float = 0.25,
+        dispatch_threads: int = 16,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.records = Records(store)
+        self.election = election
+        self.transport = transport
+        self.feed_interval = feed_interval
+        self.clock = clock
+        self.state = LeaderState(lookback, lead)
+        self._retry: list[tuple[float, int, str]] = []  # (monotonic time, seq, job) dispatch retries
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._active = False
+        self._rr = 0
+        self._pool = ThreadPoolExecutor(max_workers=dispatch_threads, thread_name_prefix="dcron-dispatch")
+        self._threads: list[threading.Thread] = []
+        self._feed_since: str | None = None
+        self.ready = threading.Event()
+
+    @property
+    def jobs(self) -> dict[str, JobState]:
+        """Every job the leader follows, by name (the state's own dict)."""
+        return self.state.jobs
+
+    @property
+    def lookback(self) -> float:
+        return self.state.lookback
+
+    @property
+    def lead(self) -> float:
+        return self.state.lead
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._cond:
+            self._active = True
+        for target, name in ((self._main, "dcron-leader"), (self._feed_loop, "dcron-leader-feed")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Step down: discard the in-memory schedule.  Runs in progress go on on their workers."""
+        with self._cond:
+            self._active = False
+            self.state.clear()
+            self._retry.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        self._threads.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def _submit(self, starts: Iterable[Start]) -> None:
+        """Carry out the state's decisions: dispatch each started attempt (lock held)."""
+        for start in starts:
+            self._pool.submit(self._dispatch, start.job, start.run)
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Rebuild the schedule from the store: jobs, runs in progress, lookback."""
+        self._feed_since = self.store.changes(None)[1]
+        jobs = self.records.enabled_jobs()
+        running = self.records.running()
+        now = self.clock()
+        with self._cond:
+            self._submit(self.state.load(jobs, running, now, self.records.attempt_exists))
+            self._cond.notify_all()
+        log.info("leader loaded %d enabled jobs, %d runs in progress", len(jobs), len(running))
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        backoff = Backoff(0.5, 10.0)
+        while self._active:
+            try:
+                self._load()
+                break
+            except DcronError as exc:
+                delay = backoff.next()
+                log.warning("leader cannot load the schedule yet, retrying in %.1fs: %s", delay, exc)
+                with self._cond:
+                    self._cond.wait(delay)
+        self.ready.set()
+        last_check = 0.0
+        with self._cond:
+            while self._active:
+                now = self.clock()
+                self._submit(self.state.advance(now))
+                mono = time.monotonic()
+                while self._retry and self._retry[0][0] <= mono:
+                    _, _, name = heapq.heappop(self._retry)
+                    run = self.state.undispatched(name)
+                    if run is not None:
+                        self._pool.submit(self._dispatch, name, run)
+                if mono - last_check >= 1.0:
+                    last_check = mono
+                    self._cond.release()
+                    try:
+                        self._check_runs()
+                    finally:
+                        self._cond.acquire()
+                wait = 1.0
+                send = self.state.next_send()
+                if send is not None:
+                    wait = min(wait, (send - now).total_seconds())
+                if self._retry:
+                    wait = min(wait, self._retry[0][0] - time.monotonic())
+                if wait > 0:
+                    self._cond.wait(wait)
+
+    # -- dispatch (pool threads) -------------------------------------------------------------------
+
+    def _dispatch(self, name: str, run: Run) -> None:
+        with self._cond:
+            job = self.state.current(name, run)
+            if not self._active or job is None:
+                return
+        if self.election.suspended():
+            self._retry_later(name, 0.5)
+            return
+        members = self.election.members()
+        if not members:
+            self._retry_later(name, 1.0)
+            return
+        with self._cond:
+            start = self._rr
+            self._rr += 1
+        ordered = [members[(start + i) % len(members)] for i in range(len(members))]
+        fresh = [m for m in ordered if m.node_id not in run.tried]
+        candidates = fresh or ordered  # the same worker again only when no other is left
+        body = Dispatch(job, run.fire_time, run.attempt, self.node_id, run.manual).to_body()
+        exec_id = run.exec_id(name)
+        for member in candidates:
+            try:
+                reply = DispatchReply.from_body(
+                    self.transport.request(member.endpoint, "DISPATCH", body, timeout=3.0, retries=0)
+                )
+            except UnavailableError as exc:
+                log.warning("%s: worker %s unreachable: %s", exec_id, member.node_id, exc)
+                continue
+            except DcronError as exc:
+                log.warning("%s: worker %s refused: %s", exec_id, member.node_id, exc)
+                continue
+            if reply.accepted:
+                self._mark_running(name, run, member)
+                return
+            if reply.duplicate:
+                self._adopt(name, run)
+                return
+        log.info("%s: every worker declined, retrying in 1s", exec_id, extra={"job": name})
+        self._retry_later(name, 1.0)
+
+    def _retry_later(self, name: str, delay: float) -> None:
+        with self._cond:
+            heapq.heappush(self._retry, (time.monotonic() + delay, next(self._seq), name))
+            self._cond.notify_all()
+
+    def _mark_running(self, name: str, run: Run, member: Member) -> None:
+        with self._cond:
+            self._submit(self.state.accepted(name, run, member.node_id, member.labels.get("incarnation")))
+            self._cond.notify_all()
+        log.info("dispatched %s to %s", run.exec_id(name), member.node_id, extra={"job": name})
+
+    def _adopt(self, name: str, run: Run) -> None:
+        """Another leader's dispatch already started this attempt: follow it instead."""
+        try:
+            ex = self.records.execution(run.exec_id(name))
+        except DcronError as exc:
+            log.warning("cannot read %s: %s", run.exec_id(name), exc)
+            self._retry_later(name, 1.0)
+            return
+        with self._cond:
+            self._submit(self.state.adopted(name, run, ex))
+            self._cond.notify_all()
+
+    # -- completion --------------------------------------------------------------------------------
+
+    def _finished(self, ex: Execution) -> None:
+        """An attempt ended, as the store says."""
+        with self._cond:
+            self._submit(self.state.ended(ex))
+            self._cond.notify_all()
+
+    def finished(self, ex: Execution) -> None:
+        """A worker reports that an attempt ended (FINISHED).
+
+        Only the attempt in progress counts, and only from the node (and process) running it:
+        duplicates, stale reports and reports from any other node are ignored.
+        """
+        with self._cond:
+            self._submit(self.state.reported(ex))
+            self._cond.notify_all()
+
+    def _check_runs(self) -> None:
+        """Once a second: runs on dead workers become ``lost``; missed completions are read back."""
+        members = self.election.members()
+        live_nodes = {m.node_id for m in members}
+        live = {(m.node_id, m.labels.get("incarnation")) for m in members}
+        with self._cond:
+            runs = self.state.placed()
+        now = time.monotonic()
+        for name, run in runs:
+            alive = (run.node, run.incarnation) in live if run.incarnation else run.node in live_nodes
+            if not alive:
+                self._mark_lost(name, run)
+            elif now - run.since > RECHECK:
+                run.since = now  # re-read at most every RECHECK seconds per run
+                try:
+                    ex = self.records.execution(run.exec_id(name))
+                except DcronError:
+                    continue
+                if ex.status.terminal:
+                    self._finished(ex)
+
+    def _mark_lost(self, name: str, run: Run) -> None:
+        exec_id = run.exec_id(name)
+        restarted = run.node in {m.node_id for m in self.election.members()}
+        reason = f"worker {run.node} {'restarted' if restarted else 'left the cluster'} mid-run"
+        lost = Execution(
+            job=name,
+            fire_time=run.fire_time,
+            attempt=run.attempt,
+            node=run.node or "",
+            status=Status.LOST,
+            ended=utcnow(),
+            reason=reason,
+            manual=run.manual,
+        )
+        try:
+            ended = self.records.mark_lost(lost)
+        except DcronError as exc:  # conflicts included: the next check looks again
+            log.warning("cannot mark %s lost yet: %s", exec_id, exc)
+            return
+        if ended is None:
+            return
+        if ended.status is Status.LOST and ended.reason == reason:
+            log.warning("%s: %s", exec_id, reason, extra={"job": name, "execution": exec_id})
+        self._finished(ended)
+
+    # -- change feed -------------------------------------------------------------------------------
+
+    def _feed_loop(self) -> None:
+        while not self.ready.wait(0.2):
+            if not self._active:
+                return
+        while self._active:
+            try:
+                changes, since = self.store.changes(self._feed_since, limit=FEED_BATCH)
+                self._feed_since = since
+                for change in changes:
+                    self._on_change(change.collection, change.doc_id)
+            except DcronError as exc:
+                log.warning("change feed unavailable: %s", exc)
+                time.sleep(1.0)
+                continue
+            if len(changes) < FEED_BATCH:
+                time.sleep(self.feed_interval)
+
+    def _on_change(self, collection: str, doc_id: str) -> None:
+        if collection == EXECUTIONS and not self._tracking(doc_id):
+            return  # _finished would ignore it: spare the store a read (one per run otherwise)
+        try:
+            if collection == JOBS:
+                job = self.records.job(doc_id)
+                with self._cond:
+                    self.state.upsert(job, self.clock())
+                    self._cond.notify_all()
+            elif collection == EXECUTIONS:
+                ex = self.records.execution(doc_id)
+                if ex.status.terminal:
+                    self._finished(ex)
+        except NotFoundError:
+            return
+
+    def _tracking(self, exec_id: str) -> bool:
+        """Whether ``exec_id`` (``JOB@FIRE_TIME#ATTEMPT``) is the attempt in progress of its job.
+
+        Most execution changes are of attempts already known to have ended (the worker reports
+        FINISHED directly), which :meth:`_finished` would ignore anyway.
+        """
+        with self._cond:
+            return self.state.tracking(exec_id)
+
+    # -- manual runs -------------------------------------------------------------------------------
+
+    def run_now(self, job: Job) -> dict[str, object]:
+        fire = self.clock()
+        with self._cond:
+            start = self.state.manual(job, fire)
+            if start is None:
+                return {"queued": True, "fire_time": format_instant(fire)}
+            self._submit([start])
+            self._cond.notify_all()
+        return {
+            "queued": False,
+            "fire_time": format_instant(fire),
+            "execution": execution_id(job.name, fire, 1),
+        }
