@@ -1,9 +1,13 @@
 """The pluggable roles of dcron, one abstract class each, with their contracts.
 
-The leader and the worker depend on these classes only.  Implementations live in a package named
-after the role (``libdcron.stores``, ``libdcron.storage``, ``libdcron.election``,
-``libdcron.transport``, ``dcron_plugins.interpreters``) and are found through the pluggy hooks in
-:mod:`libdcron.hookspecs`.
+The leader and the worker depend on these classes only.  One rule places the implementations:
+every implementation of a pluggable role is a plugin in ``plugins/`` (the ``dcron_plugins``
+package), named ``ROLE_IMPLEMENTATION``: ``store_sqlite``, ``store_couchdb``, ``election_file``,
+``election_zookeeper``, ``storage_local``, ``storage_s3``, ``storage_swift``, ``interpreters``
+("store" is the document store, "storage" the object storage).  They are found through the pluggy
+hooks in :mod:`libdcron.hookspecs`, built-in and external plugins alike; what several of them
+share is in :mod:`libdcron.document_base` and :mod:`libdcron.object_base`.  The transport is not
+pluggable: it is ZeroMQ, in :mod:`libdcron.transport`.
 
 Every method of every role raises :class:`~libdcron.errors.UnavailableError` when its backing
 service cannot be reached; callers retry with backoff.  No method raises a bare library exception.

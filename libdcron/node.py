@@ -26,10 +26,10 @@ from .config import NodeSettings
 from .errors import DcronError, UnavailableError, ValidationError
 from .leader import Leader
 from .model import Execution
+from .object_base import check_object_url, within
 from .plugins import Plugins
 from .recorder import Recorder
 from .redact import redact_url
-from .storage.base import check_object_url, within
 from .transport.keys import node_security
 from .transport.messages import Finished
 from .transport.zmq import ZmqTransport

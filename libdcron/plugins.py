@@ -24,10 +24,10 @@ log = logging.getLogger(__name__)
 
 #: (entry-point name, module) of every built-in plugin, in registration order.
 BUILTINS: tuple[tuple[str, str], ...] = (
-    ("dcron-store-sqlite", "libdcron.stores.sqlite"),
-    ("dcron-store-couchdb", "libdcron.stores.couchdb"),
-    ("dcron-election-file", "libdcron.election.filelock"),
-    ("dcron-election-zookeeper", "libdcron.election.zookeeper"),
+    ("dcron-store-sqlite", "dcron_plugins.store_sqlite"),
+    ("dcron-store-couchdb", "dcron_plugins.store_couchdb"),
+    ("dcron-election-file", "dcron_plugins.election_file"),
+    ("dcron-election-zookeeper", "dcron_plugins.election_zookeeper"),
     ("dcron-storage-local", "dcron_plugins.storage_local"),
     ("dcron-storage-s3", "dcron_plugins.storage_s3"),
     ("dcron-storage-swift", "dcron_plugins.storage_swift"),

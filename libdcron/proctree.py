@@ -7,21 +7,11 @@ retries on other nodes.  So every run is contained three ways at once, and endin
 union of the three:
 
 1. **A cgroup v2**, ``<mount>/dcron/<node-key>/<incarnation>/<run-token>``, where the host allows
-   it.  The mount is the read-write ``cgroup2`` entry of ``/proc/self/mounts`` (``/sys/fs/cgroup``,
-   or ``/sys/fs/cgroup/unified`` on a hybrid host).  The child's pid is written into the run's
-   ``cgroup.procs`` as soon as ``Popen`` returns, and the child cannot fork before that: it starts
-   as ``/bin/sh -c 'read -r x || exit 125; exec "$@" </dev/null' dcron-run COMMAND...``, which waits
-   for one line on its stdin (a pipe that :meth:`RunTree.popen` writes to once the pid is in the
-   cgroup) and then execs the command in the same process.  Without that gate an ``sh`` script
-   forks its first children before the parent's write, measured here; the gate costs one ``sh``
-   exec, about 1 ms a spawn.  So every process of the run is a member, whatever its session or
-   environment; only a privileged process can move out (``systemd-run --scope`` does: the marker
-   still finds those).  These cgroups are outside dcrond's own: a service manager that stops
-   dcrond by killing its cgroup does not reach them, which is one more reason for the sweep below.
-   Ending: ``cgroup.kill`` (Linux >= 5.14, atomic even against a fork bomb), else SIGKILL to every
-   pid of ``cgroup.procs`` until it is empty; then the cgroup is removed.  When no cgroup can be
-   made (no cgroup2, no permission) the tree falls back to the other two mechanisms and says so
-   once, at debug level.
+   it (:mod:`libdcron.cgroup`: where the mount is, how the run's main process is held at a gate
+   until its pid is in the cgroup, how a cgroup is killed and removed).  So every process of the
+   run is a member, whatever its session or environment; only a privileged process can move out.
+   When no cgroup can be made (no cgroup2, no permission) the tree falls back to the other two
+   mechanisms and says so once, at debug level.
 2. **The run's own session and process group** (``start_new_session=True``).
 3. **An environment marker**: every run gets ``DCRON_RUN_MARKER=<node-key>:<incarnation>:<run-token>``,
    which everything it starts inherits.  A sweep reads ``/proc/*/environ`` (processes that are
@@ -64,7 +54,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import threading
@@ -73,40 +62,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cgroup import (
+    CGROUP_FOLDER,
+    cgroup2_mount,
+    cgroup_pids,
+    kill_cgroup,
+    leftover_cgroups,
+    popen_gated,
+    remove_cgroup,
+    write_control,
+)
+from .cgroup import GATE as GATE  # re-exported: proctree was its home
+
 log = logging.getLogger(__name__)
 
 MARKER_VAR = "DCRON_RUN_MARKER"
-#: The folder under the cgroup2 mount that holds every node's cgroups.
-CGROUP_FOLDER = "dcron"
 #: How long the SIGKILL rounds go on before giving up on a process that does not die.
 KILL_DEADLINE = 5.0
 _POLL = 0.02
-#: Runs as the run's main process until its pid is in the cgroup, then execs the command.
-GATE = 'read -r x || exit 125; exec "$@" </dev/null'
-_PREFERRED_MOUNTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 
 
 def node_key(data_dir: str | os.PathLike[str], node_id: str) -> str:
     """A key that stays the same for every incarnation of one node on this host."""
     text = f"{os.path.realpath(data_dir)}\0{node_id}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cgroup2_mount(mounts: str = "/proc/self/mounts") -> Path | None:
-    """Where cgroup v2 is mounted read-write (``/sys/fs/cgroup`` preferred), or None."""
-    try:
-        text = Path(mounts).read_text()
-    except OSError:
-        return None
-    found: list[Path] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[2] == "cgroup2" and "rw" in fields[3].split(","):
-            found.append(Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])))
-    for preferred in _PREFERRED_MOUNTS:
-        if preferred in found:
-            return preferred
-    return found[0] if found else None
 
 
 def marked_pids(match: Callable[[str], bool]) -> set[int]:
@@ -134,42 +113,6 @@ def marked_pids(match: Callable[[str], bool]) -> set[int]:
                     pids.add(int(name))
                 break
     return pids
-
-
-def _cgroup_pids(path: Path) -> set[int]:
-    """Pids in the cgroup ``path`` and its descendants (exited ones are no longer listed)."""
-    pids: set[int] = set()
-    for folder, _dirs, _files in os.walk(path):
-        with contextlib.suppress(OSError, ValueError):
-            pids.update(int(p) for p in Path(folder, "cgroup.procs").read_text().split())
-    return pids
-
-
-def _write(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _cgroup_kill(path: Path) -> None:
-    """Kill every process of the cgroup ``path`` and its descendants, at once where the kernel can."""
-    try:
-        _write(path / "cgroup.kill", "1")
-        return
-    except OSError:
-        pass  # before Linux 5.14: signal each member (the callers repeat until none is left)
-    for pid in _cgroup_pids(path):
-        _signal(pid, signal.SIGKILL)
-
-
-def _remove_cgroup(path: Path) -> bool:
-    """Remove the cgroup ``path`` and its descendants, deepest first; True when it is gone."""
-    for folder, _dirs, _files in os.walk(path, topdown=False):
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
-    return not path.exists()
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -250,16 +193,11 @@ class ProcessTree:
         That is every process in a cgroup of another incarnation under this node's folder, and every
         process whose marker has this node key and another incarnation; those cgroups are removed.
         """
-        leftovers: list[Path] = []
-        if self.node_cgroup is not None and self.node_cgroup.is_dir():
-            with contextlib.suppress(OSError):
-                leftovers = [
-                    p for p in self.node_cgroup.iterdir() if p.is_dir() and p.name != self.incarnation
-                ]
+        leftovers = leftover_cgroups(self.node_cgroup, self.incarnation)
         killed: set[int] = set()
         for path in leftovers:
-            killed |= _cgroup_pids(path)
-            _cgroup_kill(path)
+            killed |= cgroup_pids(path)
+            kill_cgroup(path)
         mine, ours = f"{self.node_key}:{self.incarnation}:", f"{self.node_key}:"
 
         def stale(marker: str) -> bool:
@@ -269,7 +207,7 @@ class ProcessTree:
         while True:
             pids = marked_pids(stale)
             for path in leftovers:
-                pids |= _cgroup_pids(path)
+                pids |= cgroup_pids(path)
             pids.discard(os.getpid())
             if not pids:
                 break
@@ -281,7 +219,7 @@ class ProcessTree:
                 _signal(pid, signal.SIGKILL)
             time.sleep(0.01)
         for path in leftovers:
-            while not _remove_cgroup(path) and time.monotonic() < deadline:
+            while not remove_cgroup(path) and time.monotonic() < deadline:
                 time.sleep(_POLL)
         if leftovers and self.node_cgroup is not None:
             with contextlib.suppress(OSError):
@@ -295,7 +233,7 @@ class ProcessTree:
         """
         with self._lock:
             if self._incarnation_cgroup is not None:
-                _remove_cgroup(self._incarnation_cgroup)
+                remove_cgroup(self._incarnation_cgroup)
                 self._incarnation_cgroup = None
             if self.node_cgroup is not None:
                 with contextlib.suppress(OSError):
@@ -344,32 +282,7 @@ class RunTree:
             )
             self.attach(proc.pid)
             return proc
-        # The gate execs the command by PATH: fail here, as Popen would, when it is not there.
-        if shutil.which(argv[0], path=env.get("PATH", os.defpath)) is None:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-        gate, release = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", GATE, "dcron-run", *argv],
-                stdin=gate,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
-        except BaseException:
-            os.close(release)
-            raise
-        finally:
-            os.close(gate)
-        try:
-            self.attach(proc.pid)
-        finally:
-            with contextlib.suppress(OSError):  # the gate died already: nothing runs
-                os.write(release, b"\n")
-            os.close(release)
-        return proc
+        return popen_gated(argv, env=env, cwd=cwd, stdout=stdout, stderr=stderr, attach=self.attach)
 
     def attach(self, pid: int) -> None:
         """Contain the run's main process ``pid``, a session leader (:meth:`popen` calls this)."""
@@ -377,19 +290,19 @@ class RunTree:
         if self.cgroup is None:
             return
         try:
-            _write(self.cgroup / "cgroup.procs", str(pid))
+            write_control(self.cgroup / "cgroup.procs", str(pid))
         except OSError as exc:
             if exc.errno == errno.ESRCH:
                 return  # already gone; whatever it forked carries the marker
             self.tree._off(f"cannot move a process into {self.cgroup}: {exc}")
-            _remove_cgroup(self.cgroup)
+            remove_cgroup(self.cgroup)
             self.cgroup = None
 
     def members(self) -> set[int]:
         """Live processes of the run found by its cgroup or its marker."""
         pids = marked_pids(self.marker.__eq__)
         if self.cgroup is not None:
-            pids |= _cgroup_pids(self.cgroup)
+            pids |= cgroup_pids(self.cgroup)
         pids.discard(os.getpid())
         return pids
 
@@ -425,7 +338,7 @@ class RunTree:
                         break
             _signal_group(self.pgid, signal.SIGKILL)
             if self.cgroup is not None:
-                _cgroup_kill(self.cgroup)
+                kill_cgroup(self.cgroup)
             deadline = time.monotonic() + KILL_DEADLINE
             while left := self.members():
                 pids |= left
@@ -444,7 +357,7 @@ class RunTree:
         """Remove the run's cgroup (once empty); the run must have ended."""
         if self.cgroup is not None:
             deadline = time.monotonic() + 1.0
-            while not _remove_cgroup(self.cgroup):
+            while not remove_cgroup(self.cgroup):
                 if time.monotonic() > deadline:
                     log.debug("cannot remove %s (still in use)", self.cgroup)
                     return

@@ -32,9 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .abc import EXECUTIONS, DocumentStore, ObjectStore
-from .errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
+from .abc import DocumentStore, ObjectStore
+from .backoff import Backoff
+from .errors import ConflictError, DcronError, UnavailableError, ValidationError
 from .model import Execution
+from .records import Records
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Recorder:
         max_backoff: float | None = None,
     ) -> None:
         self.store = store
+        self.records = Records(store)
         self.max_backoff = _max_backoff_from_env() if max_backoff is None else max_backoff
         self.resolve_objects = resolve_objects
         self.outbox = outbox
@@ -108,7 +111,7 @@ class Recorder:
         """
         if self._pending_writes() == 0:
             try:
-                rev = self.store.create(EXECUTIONS, execution.id, execution.to_doc())
+                rev = self.records.create_execution(execution)
                 with self._lock:
                     self._revs[execution.id] = rev
                 return True
@@ -128,7 +131,7 @@ class Recorder:
                 if rev is not None:
                     # The revision from our own insert: one write, no read, if nobody changed it.
                     try:
-                        self.store.update(EXECUTIONS, execution.id, doc, rev)
+                        self.records.update_execution(execution, rev)
                         return
                     except ConflictError:
                         pass  # changed meanwhile (marked lost, log set): read it and decide
@@ -171,7 +174,7 @@ class Recorder:
         kind = op["op"]
         if kind == "create":
             try:
-                self.store.create(EXECUTIONS, op["id"], op["doc"])
+                self.records.create_execution(Execution.from_doc(op["doc"]))
             except ConflictError:
                 log.error("execution %s was recorded by another node while the store was down", op["id"])
         elif kind == "complete":
@@ -183,66 +186,59 @@ class Recorder:
             self._set_log(op["id"], op["url"])
 
     def _complete_now(self, exec_id: str, doc: dict[str, Any]) -> None:
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                current = self.store.get(EXECUTIONS, exec_id)
-            except NotFoundError:
-                try:
-                    self.store.create(EXECUTIONS, exec_id, doc)
-                    return
-                except ConflictError:  # created meanwhile (marked lost): read it again
-                    self._pause(attempt)
-                    continue
-            if current.get("status") not in (None, "running"):
+        final = Execution.from_doc(doc)
+
+        def change(current: Execution | None) -> Execution | None:
+            if current is None:
+                return final
+            if current.status.terminal:  # marked lost meanwhile: keep that record, with our log
                 log.warning(
                     "execution %s was already marked %s; keeping that record",
                     exec_id,
-                    current.get("status"),
+                    current.status.value,
                     extra={"execution": exec_id},
                 )
-                if doc.get("log") and current.get("log") != doc["log"]:
-                    self._set_log(exec_id, doc["log"])  # still this attempt's log
-                return
-            if current.get("log") and not doc.get("log"):
-                doc = {**doc, "log": current["log"]}
-            try:
-                self.store.update(EXECUTIONS, exec_id, doc, current["_rev"])
-                return
-            except ConflictError:
-                self._pause(attempt)
-        raise UnavailableError(f"could not complete {exec_id}: it changed under {CONFLICT_RETRIES} writes")
+                if final.log and current.log != final.log:
+                    return current.with_changes(log=final.log)
+                return None
+            if current.log and not final.log:
+                return final.with_changes(log=current.log)
+            return final
+
+        try:
+            self.records.change_execution(exec_id, change, pause=self._pause, tries=CONFLICT_RETRIES)
+        except ConflictError:
+            raise UnavailableError(f"could not complete {exec_id}: it changed under every write") from None
 
     def _set_log(self, exec_id: str, url: str) -> None:
         """Set the attempt's log URL, keeping everything else the document holds (a status another
         node recorded, its reason).  :class:`_LogPending` when it cannot be written yet."""
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                current = self.store.get(EXECUTIONS, exec_id)
-            except NotFoundError:
-                raise _LogPending(f"execution {exec_id} does not exist (yet)") from None
-            if current.get("log") == url:
-                return
-            body = {k: v for k, v in current.items() if not k.startswith("_")}
-            body["log"] = url
-            try:
-                self.store.update(EXECUTIONS, exec_id, body, current["_rev"])
-                return
-            except ConflictError:
-                self._pause(attempt)  # changed since we read it: read it again
-        raise _LogPending(f"execution {exec_id} changed under each of {CONFLICT_RETRIES} writes")
+
+        def change(current: Execution | None) -> Execution | None:
+            if current is None:
+                raise _LogPending(f"execution {exec_id} does not exist (yet)")
+            return None if current.log == url else current.with_changes(log=url)
+
+        try:
+            self.records.change_execution(exec_id, change, pause=self._pause, tries=CONFLICT_RETRIES)
+        except ConflictError:
+            raise _LogPending(f"execution {exec_id} changed under each of {CONFLICT_RETRIES} writes") from None
 
     def _pause(self, attempt: int) -> None:
         """A short, growing pause between writes that lost a race (0.01 s, 0.02 s, ... 0.1 s)."""
         self._stop.wait(min(0.1, 0.01 * (attempt + 1)))
 
     def _replay_loop(self) -> None:
-        backoff = 0.5
+        idle = 0.5  # how often an empty or healthy outbox is looked at
+        backoff = Backoff(min(1.0, self.max_backoff), self.max_backoff)  # after failed passes
+        delay = idle
         while not self._stop.is_set():
-            self._wake.wait(backoff)
+            self._wake.wait(delay)
             self._wake.clear()
             files = sorted(self.outbox.glob("*.json"))
             if not files:
-                backoff = 0.5
+                backoff.reset()
+                delay = idle
                 continue
             blocked: UnavailableError | None = None  # a document write failed: stop the pass
             storage: UnavailableError | None = None  # an upload failed: skip the other uploads
@@ -285,15 +281,16 @@ class Recorder:
                 path.unlink(missing_ok=True)
                 self._deferrals.pop(path.name, None)
             if blocked is None and storage is None and deferred == 0:
-                backoff = 0.5
+                backoff.reset()
+                delay = idle
                 log.info("outbox: replayed %d pending writes", len(files))
                 continue
-            backoff = min(self.max_backoff, backoff * 2)
+            delay = backoff.next()
             if blocked is not None:
                 log.warning(
                     "outbox: still unavailable (%d pending), retrying in %.1fs: %s",
                     self.pending(),
-                    backoff,
+                    delay,
                     blocked,
                 )
             if storage is not None:
@@ -301,6 +298,6 @@ class Recorder:
                     "outbox: object storage still unavailable, %d log upload(s) waiting on disk, "
                     "retrying in %.1fs: %s",
                     kept,
-                    backoff,
+                    delay,
                     storage,
                 )

@@ -84,6 +84,10 @@ class Records:
         """Insert an attempt; :class:`ConflictError` when it exists (another worker runs it)."""
         return self.store.create(EXECUTIONS, ex.id, ex.to_doc())
 
+    def update_execution(self, ex: Execution, rev: str) -> str:
+        """Replace an attempt's document if its revision is still ``rev`` (else ConflictError)."""
+        return self.store.update(EXECUTIONS, ex.id, ex.to_doc(), rev)
+
     def running(self) -> list[Execution]:
         return [Execution.from_doc(d) for d in self.store.find(EXECUTIONS, {"status": Status.RUNNING.value})]
 
@@ -95,14 +99,20 @@ class Records:
         return [Execution.from_doc(d) for d in docs]
 
     def change_execution(
-        self, exec_id: str, change: Callable[[Execution | None], Execution | None]
+        self,
+        exec_id: str,
+        change: Callable[[Execution | None], Execution | None],
+        pause: Callable[[int], None] | None = None,
+        tries: int = CHANGE_TRIES,
     ) -> Execution | None:
         """Read-change-write one attempt's document; ``change`` gets ``None`` when it does not exist.
 
         ``change`` returns the new execution, or ``None`` to leave the document as it is.  Returns
-        what was written (``None`` if nothing was).
+        what was written (``None`` if nothing was).  ``pause(n)`` is called after the n-th lost race.
         """
-        for _ in range(CHANGE_TRIES):
+        for attempt in range(tries):
+            if attempt and pause is not None:
+                pause(attempt - 1)
             try:
                 current: Execution | None = self.execution(exec_id)
             except NotFoundError:

@@ -21,7 +21,7 @@ instant unless a transition lies between the start and that instant, in which ca
 continues from the transition with the new offset.  Transitions are found by comparing offsets
 (and bisecting) over short spans, and from a per-zone, per-year table over long ones.  The
 common case costs one croniter step.  The one assumption: a zone never changes its offset twice
-within :data:`_STEP` (three hours).
+within :data:`~libdcron.zone_transitions._STEP` (three hours).
 
 Errors: every bad input raises :class:`~libdcron.errors.ValidationError` naming what was wrong;
 no croniter exception escapes this module.
@@ -30,74 +30,23 @@ no croniter exception escapes this module.
 from __future__ import annotations
 
 import functools
-import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import croniter
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from libdcron.errors import ValidationError
 
-__all__ = ["Schedule", "parse_duration", "parse_schedule"]
+from .cron_fields import DESCRIPTORS, compile_fields
+from .every import every_after, every_at_or_before, parse_duration
+from .zone_transitions import first_transition, last_transition, load_zone, offset_at, to_naive_utc
 
-#: Descriptors and the 5-field expressions they stand for.
-DESCRIPTORS: dict[str, str] = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
+__all__ = ["DESCRIPTORS", "Schedule", "parse_duration", "parse_schedule"]
 
-_FIELDS_5 = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_FIELDS_6 = ("second", *_FIELDS_5)
-_RANGES: dict[str, tuple[int, int]] = {
-    "second": (0, 59),
-    "minute": (0, 59),
-    "hour": (0, 23),
-    "day-of-month": (1, 31),
-    "month": (1, 12),
-    "day-of-week": (0, 7),
-}
-_NAMES = {"month": " or names jan-dec", "day-of-week": " or names sun-sat"}
-# croniter's hashed (H) and random (R) values: H needs a hash id, R differs between leaders.
-_HASHED = re.compile(r"^[hr](\(\d+-\d+\))?(/\d+)?$", re.IGNORECASE | re.ASCII)
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
-_MAX_DURATION = 36500 * 86400  # 100 years: beyond that the instants leave datetime's range
-
-_EPOCH = datetime(1970, 1, 1)
-_REFERENCE = datetime(2000, 1, 1)  # where parsing looks for a first fire time
-_SECOND = timedelta(seconds=1)
 _US = timedelta(microseconds=1)
-_STEP = timedelta(hours=3)  # a zone is assumed never to change its offset twice within this
 _MAX_SHIFT = timedelta(hours=26)  # the largest offset change handled for fixed-time jobs
 _MAX_TRANSITIONS = 1000  # transitions crossed by one search before giving up
-
-
-def parse_duration(text: str) -> int:
-    """Return the number of seconds in ``text``: ``90s``, ``5m``, ``1h30m``, ``2h``, ``1d``.
-
-    Units are ``d``, ``h``, ``m`` and ``s``, largest first, each at most once, no spaces.
-    Raises :class:`ValidationError` when the text is malformed, below 1s or above 100 years.
-    """
-    match = _DURATION.match(text.strip().lower())
-    if not text.strip() or match is None:
-        raise ValidationError(
-            f"invalid duration {text!r}: expected a whole number with a unit, such as 90s, 5m, "
-            "1h30m, 2h or 1d (units d, h, m, s, largest first)"
-        )
-    days, hours, minutes, seconds = (int(group) if group else 0 for group in match.groups())
-    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-    if total < 1:
-        raise ValidationError(f"invalid duration {text!r}: must be at least 1s")
-    if total > _MAX_DURATION:
-        raise ValidationError(f"invalid duration {text!r}: must be at most 36500d (100 years)")
-    return total
 
 
 @functools.lru_cache(maxsize=16384)
@@ -108,14 +57,6 @@ def parse_schedule(expression: str, tz: str = "UTC") -> Schedule:
     expression once, not on every call.
     """
     return Schedule(expression, tz)
-
-
-class _Transition(NamedTuple):
-    """A change of a zone's UTC offset: at the naive UTC instant ``at``, ``before`` -> ``after``."""
-
-    at: datetime
-    before: timedelta
-    after: timedelta
 
 
 class Schedule:
@@ -134,7 +75,7 @@ class Schedule:
     def __init__(self, expression: str, tz: str = "UTC") -> None:
         self.expression = expression
         self.tz = tz
-        self._zone = _load_zone(tz)
+        self._zone = load_zone(tz)
         self._every: int | None = None
         self._cron: Any = None
         self._lock = threading.Lock()
@@ -169,7 +110,7 @@ class Schedule:
                 f"invalid cron expression {expression!r}: expected 5 fields (minute hour day-of-month "
                 f"month day-of-week) or 6 with the seconds first, got {len(words)}"
             )
-        self._cron = _compile(expression, words)
+        self._cron = compile_fields(expression, words)
         self.fixed_time = len(words) == 5 and not words[0].startswith("*") and not words[1].startswith("*")
 
     def __repr__(self) -> str:
@@ -196,13 +137,9 @@ class Schedule:
         Raises :class:`ValidationError` if ``after`` is naive or no fire instant can be found
         (past croniter's 50-year search limit or datetime's range).
         """
-        start = _to_naive_utc(after, "after")
+        start = to_naive_utc(after, "after")
         try:
-            if self._every is not None:
-                seconds = (start - _EPOCH) // _SECOND
-                found = _EPOCH + timedelta(seconds=(seconds // self._every + 1) * self._every)
-            else:
-                found = self._next(start)
+            found = every_after(start, self._every) if self._every is not None else self._next(start)
         except (OverflowError, ValueError) as exc:
             raise ValidationError(f"{self!r}: no fire time after {after.isoformat()}: {exc}") from None
         return found.replace(tzinfo=UTC)
@@ -212,14 +149,13 @@ class Schedule:
 
         Both bounds must be aware; raises :class:`ValidationError` if one is naive.
         """
-        end = _to_naive_utc(at, "at")
-        begin = _to_naive_utc(not_before, "not_before")
+        end = to_naive_utc(at, "at")
+        begin = to_naive_utc(not_before, "not_before")
         if begin > end:
             return None
         try:
             if self._every is not None:
-                seconds = (end - _EPOCH) // _SECOND
-                found: datetime | None = _EPOCH + timedelta(seconds=seconds // self._every * self._every)
+                found: datetime | None = every_at_or_before(end, self._every)
             else:
                 found = self._newest(end, begin)
         except (OverflowError, ValueError):
@@ -242,10 +178,10 @@ class Schedule:
         zone = self._zone
         low = start  # exclusive bound on the result
         pos = start  # transitions after this one are still ahead
-        offset = _offset_at(zone, start)
+        offset = offset_at(zone, start)
         if self.fixed_time:
             # Inside the second pass of a fall-back: its wall times already ran in the first pass.
-            back = _last_transition(zone, start - _MAX_SHIFT, start)
+            back = last_transition(zone, start - _MAX_SHIFT, start)
             if back is not None and back.after < back.before:
                 end = back.at + (back.before - back.after)
                 if start < end:
@@ -253,7 +189,7 @@ class Schedule:
         for _ in range(_MAX_TRANSITIONS):
             wall = self._cron_next(low + offset)
             found = wall - offset
-            change = _first_transition(zone, pos, found)
+            change = first_transition(zone, pos, found)
             if change is None:
                 return found
             if change.after > change.before:  # spring forward: wall times [at+before, at+after) skipped
@@ -272,7 +208,7 @@ class Schedule:
         """The last fire instant <= ``end`` if it is >= ``begin``, else None; naive UTC."""
         zone = self._zone
         high = end  # inclusive bound on the result
-        offset = _offset_at(zone, end)
+        offset = offset_at(zone, end)
         for _ in range(_MAX_TRANSITIONS):
             if high < begin:
                 return None
@@ -280,7 +216,7 @@ class Schedule:
             if wall is None:
                 return None
             found = wall - offset
-            change = _last_transition(zone, found, high)
+            change = last_transition(zone, found, high)
             if change is not None:
                 # ``found`` lies before the segment; the segment holds no wall time of the job.
                 if self.fixed_time and change.after > change.before and wall >= change.at + change.before:
@@ -289,7 +225,7 @@ class Schedule:
                 offset = change.before
                 continue
             if self.fixed_time:
-                back = _last_transition(zone, found - _MAX_SHIFT, found)
+                back = last_transition(zone, found - _MAX_SHIFT, found)
                 if (
                     back is not None
                     and back.after < back.before
@@ -320,160 +256,3 @@ class Schedule:
             except Exception:  # croniter raises several kinds; none may escape
                 return None
         return found
-
-
-# -- parsing helpers -----------------------------------------------------------------------------
-
-
-def _load_zone(tz: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, OSError, TypeError):
-        raise ValidationError(f"unknown time zone {tz!r}") from None
-
-
-def _compile(expression: str, words: list[str]) -> Any:
-    """Build the croniter object for 5 or 6 ``words``; report the first bad field."""
-    names = _FIELDS_5 if len(words) == 5 else _FIELDS_6
-    seconds_first = len(words) == 6
-    for index, (name, word) in enumerate(zip(names, words, strict=True)):
-        if _HASHED.match(word):
-            raise ValidationError(
-                f"invalid cron expression {expression!r}: field {index + 1} ({name}) {word!r}: "
-                "hashed (H) and random (R) values are not supported"
-            )
-    try:
-        cron = croniter(" ".join(words), _REFERENCE, second_at_beginning=seconds_first)
-    except Exception as whole:  # croniter raises several kinds; none may escape
-        for index, (name, word) in enumerate(zip(names, words, strict=True)):
-            alone = ["*"] * len(words)
-            alone[index] = word
-            try:
-                croniter(" ".join(alone), _REFERENCE, second_at_beginning=seconds_first)
-            except Exception:
-                raise ValidationError(
-                    f"invalid cron expression {expression!r}: field {index + 1} ({name}) {word!r}: "
-                    f"{_field_reason(name, word)}"
-                ) from None
-        raise ValidationError(f"invalid cron expression {expression!r}: {whole}") from None
-    try:
-        cron.get_next(datetime, start_time=_REFERENCE)
-    except Exception:  # croniter raises several kinds; none may escape
-        day, month, weekday = words[-3:]
-        raise ValidationError(
-            f"invalid cron expression {expression!r}: it never fires (no date matches "
-            f"day-of-month {day!r}, month {month!r} and day-of-week {weekday!r})"
-        ) from None
-    return cron
-
-
-def _field_reason(name: str, word: str) -> str:
-    """Say why croniter rejected ``word`` as the field ``name``."""
-    low, high = _RANGES[name]
-    for part in word.split(","):
-        if not part:
-            return "empty element in a list"
-        base, slash, step = part.partition("/")
-        if slash:
-            if not step.isdigit():
-                return f"step {step!r} is not a whole number"
-            if int(step) == 0:
-                return "step must be at least 1"
-        if name == "day-of-week" and "#" in base:
-            base, _, nth = base.partition("#")
-            if nth.isdigit() and not 1 <= int(nth) <= 5:
-                return "occurrence after '#' out of range 1-5"
-        if base.startswith("-"):
-            return "negative values are not allowed"
-        for number in re.findall(r"\d+", base):
-            if not low <= int(number) <= high:
-                return f"value out of range {low}-{high}"
-    return (
-        f"invalid value; expected numbers {low}-{high}{_NAMES.get(name, '')}, '*', "
-        "ranges a-b, steps */n or a-b/n, or lists a,b"
-    )
-
-
-# -- time-zone helpers ---------------------------------------------------------------------------
-
-
-def _to_naive_utc(moment: datetime, what: str) -> datetime:
-    if moment.tzinfo is UTC:
-        return moment.replace(tzinfo=None)
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValidationError(f"{what} must be a timezone-aware datetime, got {moment.isoformat()}")
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def _offset_at(zone: ZoneInfo, instant: datetime) -> timedelta:
-    """The UTC offset of ``zone`` at the naive UTC ``instant``."""
-    offset = zone.fromutc(instant.replace(tzinfo=zone)).utcoffset()
-    assert offset is not None  # a ZoneInfo always has one
-    return offset
-
-
-def _locate(zone: ZoneInfo, low: datetime, high: datetime, before: timedelta) -> _Transition:
-    """The transition in (``low``, ``high``], given offset ``before`` at ``low`` and another at ``high``.
-
-    Transitions fall on whole seconds, so bisect over whole seconds.
-    """
-    lo = (low - _EPOCH) // _SECOND  # offset here is ``before`` (no transition at or before low)
-    hi = (high - _EPOCH) // _SECOND  # offset here differs: the transition is at or before high
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _offset_at(zone, _EPOCH + timedelta(seconds=mid)) == before:
-            lo = mid
-        else:
-            hi = mid
-    at = _EPOCH + timedelta(seconds=hi)
-    return _Transition(at, before, _offset_at(zone, at))
-
-
-@functools.lru_cache(maxsize=1024)
-def _year_transitions(zone: ZoneInfo, year: int) -> tuple[_Transition, ...]:
-    """The transitions of ``zone`` in (``year``-01-01T00:00Z, (``year`` + 1)-01-01T00:00Z]."""
-    if not 1 < year < 9999:
-        return ()
-    # Sample every _STEP.  The samples carry ``zone`` as tzinfo but hold UTC values, as
-    # ``fromutc`` expects; aware arithmetic is much cheaper than ``replace`` per sample.
-    fromutc = zone.fromutc
-    cursor, end = datetime(year, 1, 1, tzinfo=zone), datetime(year + 1, 1, 1, tzinfo=zone)
-    offset = fromutc(cursor).utcoffset()
-    found: list[_Transition] = []
-    while cursor < end:
-        step = cursor + _STEP
-        following = fromutc(step).utcoffset()
-        if following != offset:
-            assert offset is not None  # a ZoneInfo always has one
-            found.append(_locate(zone, cursor.replace(tzinfo=None), step.replace(tzinfo=None), offset))
-        cursor, offset = step, following
-    return tuple(found)
-
-
-def _transitions(
-    zone: ZoneInfo, low: datetime, high: datetime, *, reverse: bool = False
-) -> Iterator[_Transition]:
-    """The transitions of ``zone`` in (``low``, ``high``], in order (latest first if ``reverse``)."""
-    if high <= low:
-        return
-    if high - low <= _STEP:
-        before = _offset_at(zone, low)
-        if _offset_at(zone, high) != before:
-            yield _locate(zone, low, high, before)
-        return
-    years = range(low.year, high.year + 1)
-    for year in reversed(years) if reverse else years:
-        changes = _year_transitions(zone, year)
-        for change in reversed(changes) if reverse else changes:
-            if low < change.at <= high:
-                yield change
-
-
-def _first_transition(zone: ZoneInfo, low: datetime, high: datetime) -> _Transition | None:
-    """The first transition of ``zone`` in (``low``, ``high``], or None."""
-    return next(_transitions(zone, low, high), None)
-
-
-def _last_transition(zone: ZoneInfo, low: datetime, high: datetime) -> _Transition | None:
-    """The last transition of ``zone`` in (``low``, ``high``], or None."""
-    return next(_transitions(zone, low, high, reverse=True), None)

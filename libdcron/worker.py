@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .abc import Interpreter, ObjectStore
+from .backoff import Backoff, retry
 from .errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
 from .model import Execution, Job, Status, execution_id, format_instant, utcnow
 from .proctree import ProcessTree, RunTree, node_key
@@ -220,20 +221,12 @@ class Worker:
 
     @staticmethod
     def _with_retries(call: Callable[[], Any], what: str, tries: int = 4) -> Any:
-        delay = 0.5
-        for attempt in range(tries):
-            try:
-                return call()
-            except NotFoundError:
-                raise NotFoundError(f"{what} not found in object storage") from None
-            except UnavailableError as exc:
-                if attempt == tries - 1:
-                    raise UnavailableError(
-                        f"object storage unavailable while fetching {what}: {exc}"
-                    ) from None
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        try:
+            return retry(call, (UnavailableError,), backoff=Backoff(0.5, 4.0), tries=tries)
+        except NotFoundError:
+            raise NotFoundError(f"{what} not found in object storage") from None
+        except UnavailableError as exc:
+            raise UnavailableError(f"object storage unavailable while fetching {what}: {exc}") from None
 
     def _spawn(self, handle: RunHandle, interp: Interpreter, script: Path) -> Execution:
         ex, job = handle.execution, handle.job

@@ -21,7 +21,7 @@ from fsspec.implementations.local import LocalFileSystem
 from libdcron.abc import ObjectInfo, ObjectStore
 from libdcron.errors import NotFoundError, ValidationError
 from libdcron.hookspecs import hookimpl
-from libdcron.storage.base import FsspecObjectStore
+from libdcron.object_base import FsspecObjectStore
 
 __all__ = ["LocalObjectStore", "dcron_object_store"]
 

@@ -40,8 +40,8 @@ from s3fs import S3FileSystem
 
 from libdcron.abc import ObjectStore
 from libdcron.hookspecs import hookimpl
+from libdcron.object_base import FsspecObjectStore
 from libdcron.options import integer_option, number_option
-from libdcron.storage.base import FsspecObjectStore
 
 __all__ = ["S3ObjectStore", "dcron_object_store", "make_filesystem"]
 

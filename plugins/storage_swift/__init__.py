@@ -41,8 +41,8 @@ import fsspec
 from libdcron.abc import ObjectStore
 from libdcron.errors import ValidationError
 from libdcron.hookspecs import hookimpl
+from libdcron.object_base import FsspecObjectStore
 from libdcron.options import flag_option, integer_option, number_option
-from libdcron.storage.base import FsspecObjectStore
 
 from .fs import DEFAULT_SEGMENT_SIZE, SwiftFileSystem
 

@@ -22,19 +22,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import dcron_plugins.store_couchdb as couchdb_module
+import dcron_plugins.store_sqlite as sqlite_module
 import pytest
 import requests
+from dcron_plugins.store_couchdb import CouchDBDocumentStore
+from dcron_plugins.store_sqlite import SQLiteDocumentStore
 
 from libdcron import testing as testing_module
 from libdcron.abc import EXECUTIONS, JOBS, Change, DocumentStore
 from libdcron.errors import ConflictError, NotFoundError, UnavailableError, ValidationError
-from libdcron.stores import couchdb as couchdb_module
-from libdcron.stores import sqlite as sqlite_module
-from libdcron.stores.couchdb import CouchDBDocumentStore
-from libdcron.stores.sqlite import SQLiteDocumentStore
 from tests.conftest import service
 
 BACKENDS = ["sqlite", "memory", pytest.param("couchdb", marks=pytest.mark.couchdb)]
+#: Backends that keep their data outside this process, to share between processes or be unreachable
+#: (the in-memory store has neither: tests of that are parametrized over these only, not skipped).
+REAL_BACKENDS = ["sqlite", pytest.param("couchdb", marks=pytest.mark.couchdb)]
 #: Backends whose change feed reports each document written exactly once (CouchDB may replay).
 EXACT_FEED = ("sqlite", "memory")
 
@@ -245,7 +248,8 @@ def test_find_paging_with_limit_and_skip(store: DocumentStore, executions: list[
 def test_find_without_limit_returns_everything(
     store: DocumentStore, executions: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(couchdb_module, "PAGE", 3)  # CouchDB pages _find; make it page here
+    # CouchDB pages _find; make it page here (find reads PAGE from the store module)
+    monkeypatch.setattr("dcron_plugins.store_couchdb.store.PAGE", 3)
     docs = store.find(EXECUTIONS, {"job": "b"}, sort=[("fire_time", True), ("attempt", True)])
     assert len(docs) == len(executions) and all(d["job"] == "b" for d in docs)
     assert len(store.find(EXECUTIONS, {})) == 2 * len(executions)
@@ -422,10 +426,9 @@ def _leader_process(url: str, node: str, ids: list[str], start: Any, results: An
     results.put((node, won))
 
 
+@pytest.mark.parametrize("backend", REAL_BACKENDS)
 def test_concurrent_creates_from_processes(backend: str, store_url: str, new_store: StoreFactory) -> None:
     """Two dcrond processes sharing one store insert the same attempts: one wins each."""
-    if backend == "memory":
-        pytest.skip("an in-memory store is not shared between processes")
     store = new_store()  # creates the database first, as the first node to start would
     ids = [execution("race", minute)[0] for minute in range(40)]
     context = multiprocessing.get_context("spawn")
@@ -505,11 +508,10 @@ def unreachable_url(backend: str, tmp_path: Path) -> str:
         blocker = tmp_path / "not-a-directory"
         blocker.write_text("a file where the database's directory should be")
         return f"sqlite://{blocker}/state/dcron.db"
-    if backend == "memory":
-        pytest.skip("an in-memory store has no service to be unreachable")
     return f"http://127.0.0.1:{_closed_port()}/dcron"
 
 
+@pytest.mark.parametrize("backend", REAL_BACKENDS)
 def test_unreachable_store_raises_unavailable(unreachable_url: str) -> None:
     store = _store_for_url(unreachable_url)
     started = time.monotonic()

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from dcron_plugins.election_file import FileLockElection
 
 from libdcron.abc import Member
-from libdcron.election.filelock import FileLockElection
 from libdcron.errors import ValidationError
 from libdcron.testing import wait_for
 
@@ -71,7 +71,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from libdcron.abc import Member
-    from libdcron.election.filelock import FileLockElection
+    from dcron_plugins.election_file import FileLockElection
     e = FileLockElection(sys.argv[1])
     e.start(Member("child", "tcp://127.0.0.1:9"), lambda: print("elected", flush=True), lambda: None)
     time.sleep(600)

@@ -21,14 +21,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
+import dcron_plugins.election_zookeeper as zookeeper
 import pytest
+from dcron_plugins.election_zookeeper import ZooKeeperElection, parse_url
 from kazoo.client import KazooClient, KazooState
 from kazoo.protocol.connection import _SESSION_EXPIRED
 
 from libdcron import testing
 from libdcron.abc import Member
-from libdcron.election import zookeeper
-from libdcron.election.zookeeper import ZooKeeperElection, parse_url
 from libdcron.errors import PluginError, UnavailableError, ValidationError
 from libdcron.plugins import Plugins
 from tests.conftest import ROOT, service
@@ -309,7 +309,7 @@ def test_killed_leader_process_is_replaced_after_session_timeout(cluster: Cluste
     code = (
         "import sys, time\n"
         "from libdcron.abc import Member\n"
-        "from libdcron.election.zookeeper import ZooKeeperElection\n"
+        "from dcron_plugins.election_zookeeper import ZooKeeperElection\n"
         f"e = ZooKeeperElection({cluster.hosts!r}, {cluster.chroot!r}, session_timeout={SESSION})\n"
         "e.start(Member('node-0', 'tcp://x:1'), lambda: print('LEADING', flush=True), lambda: None)\n"
         "time.sleep(60)\n"

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from dcron_plugins.interpreters import PathInterpreter
 from dcron_plugins.storage_local import LocalObjectStore
+from dcron_plugins.store_sqlite import SQLiteDocumentStore
 
 from libdcron.abc import EXECUTIONS, Interpreter, ObjectStore
 from libdcron.model import Job, format_instant, parse_instant, utcnow
 from libdcron.proctree import MARKER_VAR, ProcessTree, RunTree, marked_pids, node_key
 from libdcron.recorder import Recorder
-from libdcron.stores.sqlite import SQLiteDocumentStore
 from libdcron.testing import wait_for
 from libdcron.worker import Worker
 

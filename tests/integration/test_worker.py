@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from dcron_plugins.interpreters import PathInterpreter, PythonInterpreter
 from dcron_plugins.storage_local import LocalObjectStore
+from dcron_plugins.store_sqlite import SQLiteDocumentStore
 
 from libdcron.abc import EXECUTIONS, Interpreter, ObjectStore
 from libdcron.model import Job, format_instant, utcnow
 from libdcron.recorder import Recorder
-from libdcron.stores.sqlite import SQLiteDocumentStore
 from libdcron.testing import wait_for
 from libdcron.worker import Worker
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from libdcron import object_base as storage_base
 from libdcron.config import NodeSettings
 from libdcron.daemon import _settings
 from libdcron.errors import ValidationError
@@ -20,7 +21,6 @@ from libdcron.options import (
     parse_integer,
     parse_number,
 )
-from libdcron.storage import base as storage_base
 
 
 def settings(tmp_path: Path, **values: Any) -> NodeSettings:
@@ -185,8 +185,10 @@ def test_parsers_name_what_they_parse() -> None:
 
 
 def test_the_plugins_refuse_bad_options_with_one_message(tmp_path: Path) -> None:
-    from libdcron.election import filelock, zookeeper
-    from libdcron.stores import couchdb, sqlite
+    import dcron_plugins.election_file as filelock
+    import dcron_plugins.election_zookeeper as zookeeper
+    import dcron_plugins.store_couchdb as couchdb
+    import dcron_plugins.store_sqlite as sqlite
 
     couch, lock, zk = "http://127.0.0.1:5984/x", f"file://{tmp_path}/e", "zk://127.0.0.1:1/x"
     cases: list[tuple[Any, str, dict[str, Any], str]] = [
@@ -206,7 +208,7 @@ def test_the_plugins_refuse_bad_options_with_one_message(tmp_path: Path) -> None
 
 
 def test_couchdb_verify_values() -> None:
-    from libdcron.stores.couchdb import CouchDBDocumentStore
+    from dcron_plugins.store_couchdb import CouchDBDocumentStore
 
     def verify(options: dict[str, Any]) -> Any:
         store = CouchDBDocumentStore.from_url("http://127.0.0.1:5984/x", options)

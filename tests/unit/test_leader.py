@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dcron_plugins.store_sqlite import SQLiteDocumentStore
 
 from libdcron import testing
 from libdcron.abc import EXECUTIONS, JOBS, Change, Election, Member, Transport
 from libdcron.errors import ConflictError, UnavailableError
 from libdcron.leader import Leader
 from libdcron.model import Execution, Job, Status, execution_id, parse_instant, utcnow
-from libdcron.stores.sqlite import SQLiteDocumentStore
 
 
 class FakeElection(Election):

@@ -31,9 +31,9 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from ..abc import ObjectInfo, ObjectStore
-from ..errors import DcronError, NotFoundError, UnavailableError, ValidationError
-from ..options import number_option  # the plugins' numeric options, parsed in one place
+from .abc import ObjectInfo, ObjectStore
+from .errors import DcronError, NotFoundError, UnavailableError, ValidationError
+from .options import number_option  # the plugins' numeric options, parsed in one place
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..abc import COLLECTIONS
-from ..errors import ValidationError
+from .abc import COLLECTIONS
+from .errors import ValidationError
 
 __all__ = [
     "check_changes_limit",

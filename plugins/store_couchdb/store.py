@@ -1,14 +1,6 @@
 """The document store on Apache CouchDB 3 (or anything speaking its API), through pycouchdb.
 
-URL forms (see :func:`parse_url`):
-
-- ``http://127.0.0.1:5984/dcron`` -- the last path segment is a database-name *prefix*: the store
-  uses the databases ``dcron_jobs`` and ``dcron_executions``;
-- ``http://127.0.0.1:5984`` or ``http://127.0.0.1:5984/`` -- the default prefix, ``dcron``;
-- ``https://user:secret@couch.example.org/couchdb/prod`` -- credentials in the userinfo (HTTP basic
-  authentication; percent-encode ``@`` and ``:`` in them), a server behind a reverse proxy under a
-  path (``/couchdb``), prefix ``prod``;
-- ``?timeout=SECONDS`` -- the per-request timeout (default 5); ``options["couchdb_timeout"]`` too.
+The URL forms: :mod:`dcron_plugins.store_couchdb.url`.
 
 ``options["couchdb_verify"]``: ``True`` (default) checks the server's TLS certificate, ``False``
 does not, a path names a CA bundle.  The user needs admin rights on the two databases (``open``
@@ -26,36 +18,25 @@ sort fields (dcron's documents always do).
 
 Change positions are a JSON object holding both databases' ``last_seq`` values, which stay opaque.
 
-Error handling: connection refused, timeouts, 5xx answers, rejected credentials -> every one
-becomes :class:`~libdcron.errors.UnavailableError` naming the URL (password masked).  Reads that
-fail to connect are tried once more at once (a keep-alive connection the server just closed);
-writes are never retried here, since the first try may have been applied.
+Error handling: :mod:`dcron_plugins.store_couchdb.client`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
-import requests
-from pycouchdb import exceptions as couch_errors
 from pycouchdb.client import Server
 from pycouchdb.resource import Resource
 from requests.adapters import HTTPAdapter
 
-from ..abc import COLLECTIONS, EXECUTIONS, JOBS, Change, DocumentStore, Scalar
-from ..errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
-from ..hookspecs import hookimpl
-from ..options import FALSE_WORDS, TRUE_WORDS, flag_option, number_option, parse_number
-from .base import (
+from libdcron.abc import COLLECTIONS, EXECUTIONS, JOBS, Change, DocumentStore, Scalar
+from libdcron.document_base import (
     check_changes_limit,
     check_collection,
     check_doc_id,
@@ -63,13 +44,15 @@ from .base import (
     check_find_args,
     check_selector_value,
     clean_body,
-    dump_json,
 )
+from libdcron.errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
+from libdcron.options import FALSE_WORDS, TRUE_WORDS, flag_option
 
-log = logging.getLogger(__name__)
+from .client import _CouchDBClient
+from .url import _redact, parse_url
 
-DEFAULT_PREFIX = "dcron"
-DEFAULT_TIMEOUT = 5.0
+log = logging.getLogger(__package__)
+
 PAGE = 1000  # documents per _find request when no limit is given
 
 #: Mango indexes created by ``open``, by collection (fields in order).  ``find`` adds others.
@@ -84,65 +67,8 @@ INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
 }
 
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_$()+-]*$")
 
-
-class _MissingDatabase(UnavailableError):
-    """A database of the store is not there (deleted after ``open``, or not created yet)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _index_name(fields: Sequence[str]) -> str:
-    name = "dcron-" + "-".join(f.lstrip("_") for f in fields)
-    if len(name) > 100:
-        name = "dcron-" + hashlib.sha1("/".join(fields).encode(), usedforsecurity=False).hexdigest()
-    return name
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def parse_url(url: str, options: Mapping[str, Any] | None = None) -> tuple[str, str, float]:
-    """``(server URL, database prefix, timeout)`` of an ``http(s)://`` store URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(f"{url!r} is not an http(s):// CouchDB URL (e.g. http://127.0.0.1:5984/dcron)")
-    try:
-        parts.port  # noqa: B018 -- raises ValueError on a malformed port
-    except ValueError:
-        raise ValidationError(f"{url!r}: the port is not a number") from None
-    segments = [s for s in parts.path.split("/") if s]
-    prefix = segments.pop() if segments else DEFAULT_PREFIX
-    if not _PREFIX_RE.match(prefix):
-        raise ValidationError(
-            f"{url!r}: database prefix {prefix!r} must start with a lowercase letter and hold only "
-            "lowercase letters, digits and _$()+-"
-        )
-    timeout = number_option(options or {}, "couchdb_timeout", DEFAULT_TIMEOUT, greater_than=0)
-    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
-        if key != "timeout":
-            raise ValidationError(f"{_redact(url)}: unknown parameter {key!r} (known: timeout)")
-        timeout = parse_number(f"{_redact(url)}: timeout", values[-1], greater_than=0)
-    server = urlunsplit((parts.scheme, parts.netloc, "/".join(segments), "", ""))
-    return server, prefix, timeout
-
-
-# ---------------------------------------------------------------------------------------------
-# The store
-# ---------------------------------------------------------------------------------------------
-
-
-class CouchDBDocumentStore(DocumentStore):
+class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
     """:class:`~libdcron.abc.DocumentStore` on two CouchDB databases, ``<prefix>_jobs`` and
     ``<prefix>_executions``.  Thread-safe: one HTTP session with a connection pool."""
 
@@ -184,127 +110,9 @@ class CouchDBDocumentStore(DocumentStore):
     def __repr__(self) -> str:
         return f"<CouchDBDocumentStore {self._where}>"
 
-    def db_name(self, collection: str) -> str:
-        return f"{self.prefix}_{collection}"
-
-    # -- HTTP plumbing ------------------------------------------------------------------------
-
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Turn pycouchdb and requests exceptions into dcron's."""
-        if self._closed:
-            raise DcronError(f"CouchDB document store {self._where} is closed")
-        try:
-            yield
-        except couch_errors.Conflict as exc:
-            raise ConflictError(f"{what}: conflict ({exc})") from None
-        except couch_errors.NotFound as exc:
-            reason = str(exc)
-            if "database" in reason.lower() or "no_db_file" in reason:
-                self._forget_open()
-                raise _MissingDatabase(
-                    f"CouchDB document store {self._where}: {what}: the database is missing ({reason}); "
-                    "it was deleted after the store opened; the next call creates it again"
-                ) from None
-            raise NotFoundError(f"{what}: does not exist ({reason})") from None
-        except couch_errors.BadRequest as exc:
-            raise ValidationError(
-                f"CouchDB document store {self._where}: {what}: bad request ({exc})"
-            ) from None
-        except couch_errors.GenericError as exc:
-            detail = exc.args[0] if exc.args else exc
-            if isinstance(detail, dict) and detail.get("error") in ("unauthorized", "forbidden"):
-                raise UnavailableError(
-                    f"CouchDB document store {self._where}: {what}: access refused ({detail.get('reason')}); "
-                    "check the credentials in the URL"
-                ) from None
-            raise UnavailableError(
-                f"CouchDB document store {self._where}: {what}: server error {detail}"
-            ) from None
-        except couch_errors.Error as exc:
-            raise UnavailableError(f"CouchDB document store {self._where}: {what}: {exc!r}") from None
-        except requests.Timeout as exc:
-            raise UnavailableError(
-                f"CouchDB document store {self._where}: {what}: no answer within {self.timeout:g} s ({exc})"
-            ) from None
-        except requests.RequestException as exc:
-            raise UnavailableError(
-                f"CouchDB document store {self._where}: {what}: cannot reach the server ({exc})"
-            ) from None
-        except (ValueError, KeyError) as exc:  # not JSON, or no content-type: not a CouchDB answer
-            raise UnavailableError(
-                f"CouchDB document store {self._where}: {what}: unexpected answer ({exc!r})"
-            ) from None
-
-    def _call(
-        self,
-        what: str,
-        resource: Resource,
-        method: str,
-        path: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        body: Any = None,
-        retry: bool = False,
-    ) -> Any:
-        """One request; its JSON answer.  With ``retry`` (reads only) a request that failed to
-        connect (not one that timed out) is tried once more at once."""
-        data = None if body is None else dump_json(body).encode()
-        with self._errors(what):
-            for attempt in (1, 2):
-                try:
-                    response, result = resource.request(method, path, params=dict(params or {}), data=data)
-                    break
-                except requests.ConnectionError as exc:
-                    if not retry or attempt == 2 or isinstance(exc, requests.Timeout):
-                        raise
-                    log.debug("CouchDB %s: %s failed (%s); trying once more", self._where, what, exc)
-        # pycouchdb checks JSON answers only; an error page in HTML or text passes through it.
-        if response.status_code >= 400:
-            error = UnavailableError
-            if response.status_code == 404:
-                self._forget_open()
-                error = _MissingDatabase
-            raise error(
-                f"CouchDB document store {self._where}: {what}: HTTP {response.status_code} "
-                f"{response.reason} ({response.text[:200]!r})"
-            )
-        if not isinstance(result, dict | list):
-            content_type = response.headers.get("content-type")
-            raise UnavailableError(
-                f"CouchDB document store {self._where}: {what}: unexpected answer, not CouchDB's JSON "
-                f"(HTTP {response.status_code}, {content_type}: {response.text[:100]!r})"
-            )
-        return result
-
-    def _database_exists(self, name: str) -> bool:
-        what = f"look up database {name}"
-        try:
-            self._call(what, self._server.resource, "GET", name, retry=True)
-        except (NotFoundError, _MissingDatabase):
-            return False
-        return True
-
-    def _forget_open(self) -> None:
-        """Make the next call run ``open`` again (a database vanished: CouchDB was reset)."""
-        with self._lock:
-            self._opened = False
-            self._indexes.clear()
-
     def _ensure_open(self) -> None:
         if not self._opened:
             self.open()
-
-    def _ensure_index(self, collection: str, fields: tuple[str, ...]) -> str:
-        key = (collection, fields)
-        name = _index_name(fields)
-        if key in self._indexes:
-            return name
-        spec = {"index": {"fields": list(fields)}, "ddoc": name, "name": name, "type": "json"}
-        what = f"create index {name} in {self.db_name(collection)}"
-        self._call(what, self._dbs[collection], "POST", "_index", body=spec, retry=True)
-        with self._lock:
-            self._indexes.add(key)
-        return name
 
     # -- DocumentStore ------------------------------------------------------------------------
 
@@ -459,11 +267,3 @@ def _rev_of(result: Any) -> str:
     if not isinstance(result, dict) or not isinstance(result.get("rev"), str):
         raise UnavailableError(f"CouchDB answered a write without a revision: {result!r}")
     return str(result["rev"])
-
-
-@hookimpl
-def dcron_document_store(url: str, options: Mapping[str, Any]) -> DocumentStore | None:
-    """A :class:`CouchDBDocumentStore` for ``http://`` and ``https://`` URLs; else ``None``."""
-    if not url.startswith(("http://", "https://")):
-        return None
-    return CouchDBDocumentStore.from_url(url, options)

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from ..abc import Election, Member
-from ..errors import UnavailableError, ValidationError
-from ..hookspecs import hookimpl
-from ..options import number_option
+from libdcron.abc import Election, Member
+from libdcron.errors import UnavailableError, ValidationError
+from libdcron.hookspecs import hookimpl
+from libdcron.options import number_option
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,6 @@
 """Leader election and live membership over ZooKeeper (kazoo), for clusters of several hosts.
 
-URL: ``zk://host:port[,host:port...]/chroot``; every node of one dcron cluster uses the same
-chroot (default ``/dcron``), so several clusters can share one ZooKeeper.  Options:
-``session_timeout`` (seconds, default 4.0: how long a dead leader keeps its leadership) and
-``zk_connect_timeout`` (seconds, default 10.0: how long :meth:`ZooKeeperElection.start` waits for
-a first connection).
+The URL and the options: :mod:`dcron_plugins.election_zookeeper.url`.
 
 Layout under the chroot:
 
@@ -48,65 +44,26 @@ Error handling:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import queue
-import re
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlparse
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
-from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.watchers import ChildrenWatch
 from kazoo.retry import KazooRetry
 
-from ..abc import Election, Member
-from ..errors import UnavailableError, ValidationError
-from ..hookspecs import hookimpl
-from ..options import number_option
+from libdcron.abc import Election, Member
+from libdcron.errors import UnavailableError, ValidationError
 
-log = logging.getLogger(__name__)
+from .base import _JOIN_ERRORS, _RETRY_INTERVAL, KAZOO_ERRORS, _describe
+from .leadership import _Leadership
+from .membership import _Membership
 
-DEFAULT_CHROOT = "/dcron"
-DEFAULT_SESSION_TIMEOUT = 4.0
-DEFAULT_CONNECT_TIMEOUT = 10.0
-
-#: Any error a kazoo call may raise (its timeouts do not derive from KazooException).
-KAZOO_ERRORS: tuple[type[Exception], ...] = (KazooException, KazooTimeoutError)
-
-_CANDIDATE = re.compile(r"^[0-9a-f]{32}-n_(\d{10})$")
-_RETRY_INTERVAL = 0.5
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """``zk://h1:2181,h2:2181/chroot`` -> (``h1:2181,h2:2181``, ``/chroot``)."""
-    parsed = urlparse(url)
-    if parsed.scheme != "zk":
-        raise ValidationError(f"not a ZooKeeper URL: {url!r} (expected zk://host:port[,host:port...]/chroot)")
-    hosts = parsed.netloc
-    if not hosts or any(not h.strip() for h in hosts.split(",")):
-        raise ValidationError(f"ZooKeeper URL {url!r} names no server (expected zk://host:port[,...]/chroot)")
-    chroot = "/" + "/".join(part for part in parsed.path.split("/") if part)
-    if chroot == "/":
-        chroot = DEFAULT_CHROOT
-    if any(part in (".", "..") for part in chroot.split("/")) or parsed.query or parsed.fragment:
-        raise ValidationError(f"ZooKeeper URL {url!r} has an invalid chroot path")
-    return hosts, chroot
-
-
-def _seconds(options: Mapping[str, Any], name: str, default: float) -> float:
-    return number_option(options, name, default, greater_than=0)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+log = logging.getLogger(__package__)
 
 
 @dataclass(frozen=True)
@@ -120,56 +77,8 @@ class _ChildrenEvent:
     kind: str  # "members" or "election": that list changed
 
 
-class _Retry(Exception):
-    """Joining could not finish now; the election thread tries again shortly."""
-
-
-_JOIN_ERRORS: tuple[type[Exception], ...] = (*KAZOO_ERRORS, _Retry)
-
-
-class ZooKeeperElection(Election):
-    def __init__(
-        self,
-        hosts: str,
-        chroot: str = DEFAULT_CHROOT,
-        session_timeout: float = DEFAULT_SESSION_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    ) -> None:
-        self.hosts = hosts
-        self.chroot = chroot.rstrip("/") or DEFAULT_CHROOT
-        self.session_timeout = session_timeout
-        self.connect_timeout = connect_timeout
-        #: Timeout of each ZooKeeper call made by the election thread.
-        self.op_timeout = max(1.0, session_timeout / 2)
-        self.members_path = f"{self.chroot}/members"
-        self.election_path = f"{self.chroot}/election"
-        self._token = uuid.uuid4().hex
-        self._client: Any = None
-        self._me: Member | None = None
-        self._me_json = b""
-        self._on_elected: Callable[[], None] = lambda: None
-        self._on_deposed: Callable[[], None] = lambda: None
-        self._events: queue.Queue[object] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._state_lock = threading.Lock()  # guards the suspension fields
-        self._watches: dict[str, Any] = {}
-        # Read by any thread, written by the election thread (and the state listener for the
-        # two suspension fields): each is replaced whole, never mutated in place.
-        self._leading = False
-        self._suspended = False
-        self._suspended_at: float | None = None
-        self._members: list[Member] = []
-        self._leader: Member | None = None
-        # Election thread only.
-        self._session: int | None = None
-        self._old_sessions: set[int] = set()
-        self._need_join = False
-        self._retry_at: float | None = None
-        self._candidate: str | None = None
-        self._member_children: list[str] = []
-        self._election_children: list[str] = []
-        self._candidate_data: dict[str, Member | None] = {}
+class ZooKeeperElection(_Membership, _Leadership, Election):
+    """:class:`~libdcron.abc.Election` over ZooKeeper; see the module's docstring."""
 
     # -- the Election contract --------------------------------------------------------------------
 
@@ -409,198 +318,3 @@ class ZooKeeperElection(Election):
             return
         self._need_join = False
         log.info("rejoined the election", extra={"node": self._me.node_id if self._me else ""})
-
-    def _depose(self) -> None:
-        if self._leader is not None and self._leader is self._me:
-            self._leader = None  # until the list says who leads now
-        if self._leading:
-            self._leading = False
-            log.warning("deposed: no longer the leader", extra={"node": self._me.node_id if self._me else ""})
-            self._safe(self._on_deposed)
-
-    # -- membership --------------------------------------------------------------------------------
-
-    def _publish_member(self, wait: float) -> None:
-        """Create our member node; raise ValidationError or _Retry when another session holds it."""
-        assert self._me is not None
-        path = f"{self.members_path}/{self._me.node_id}"
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                self._call(self._client.create_async, path, self._me_json, ephemeral=True)
-                return
-            except NodeExistsError:
-                pass
-            try:
-                _data, stat = self._call(self._client.get_async, path)
-            except NoNodeError:
-                continue
-            owner = stat.ephemeralOwner
-            if owner == self._session:
-                self._call(self._client.set_async, path, self._me_json)
-                return
-            if owner in self._old_sessions:
-                log.info("deleting our member node left by an earlier session 0x%x", owner)
-                self._delete(path)
-                continue
-            if time.monotonic() >= deadline:
-                message = (
-                    f"node id {self._me.node_id!r} is in use by a live node (ZooKeeper session "
-                    f"0x{owner:x} holds {path}): give each node its own id"
-                )
-                if wait > 0:
-                    raise ValidationError(message)
-                raise _Retry(message)
-            time.sleep(0.1)
-
-    def _refresh_members(self) -> None:
-        if self._client is None:
-            return
-        names = self._member_children
-        pending = [(name, self._client.get_async(f"{self.members_path}/{name}")) for name in names]
-        known = {m.node_id: m for m in self._members}
-        found: list[Member] = []
-        failed = False
-        for name, result in pending:
-            try:
-                data, _stat = result.get(timeout=self.op_timeout)
-                found.append(Member.from_wire(json.loads(data)))
-            except NoNodeError:
-                continue  # gone meanwhile: the watch reports it
-            except KAZOO_ERRORS:
-                failed = True
-                if name in known:
-                    found.append(known[name])
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring member node %s: not a member's JSON (%s)", name, exc)
-        self._members = sorted(found, key=lambda m: m.node_id)
-        if failed:
-            self._retry_at = time.monotonic() + _RETRY_INTERVAL
-
-    # -- leadership --------------------------------------------------------------------------------
-
-    def _campaign(self) -> None:
-        """Make sure exactly one candidate of ours, of the current session, stands."""
-        children = self._call(self._client.get_children_async, self.election_path)
-        mine: str | None = None
-        for name in sorted(c for c in children if c.startswith(self._token)):
-            path = f"{self.election_path}/{name}"
-            try:
-                stat = self._call(self._client.exists_async, path)
-            except NoNodeError:
-                continue
-            if stat is None:
-                continue
-            if stat.ephemeralOwner == self._session and mine is None:
-                mine = name
-            else:
-                log.info("deleting our stale candidate %s", name)
-                self._delete(path)
-        if mine is None:
-            prefix = f"{self.election_path}/{self._token}-n_"
-            created = self._call(
-                self._client.create_async, prefix, self._me_json, ephemeral=True, sequence=True
-            )
-            mine = created.rsplit("/", 1)[-1]
-        self._candidate = mine
-
-    def _refresh_leader(self) -> None:
-        if self._client is None:
-            return
-        candidates = sorted(
-            (c for c in self._election_children if _CANDIDATE.match(c)), key=lambda c: c.rsplit("_", 1)[-1]
-        )
-        self._candidate_data = {c: m for c, m in self._candidate_data.items() if c in candidates}
-        connected = self._client.connected and not self._need_join
-        if connected and self._candidate is not None and self._candidate not in candidates:
-            # The list may be older than our candidate: only a node missing for real matters.
-            path = f"{self.election_path}/{self._candidate}"
-            try:
-                gone = self._call(self._client.exists_async, path) is None
-            except KAZOO_ERRORS:
-                gone = False
-                self._retry_at = time.monotonic() + _RETRY_INTERVAL
-            if gone:
-                log.warning("our candidate node disappeared; campaigning again")
-                self._candidate = None
-                self._depose()
-                self._need_join = True
-                self._retry_at = time.monotonic()
-        if not candidates:
-            self._leader = None
-            self._depose()
-            return
-        head = candidates[0]
-        if head == self._candidate:
-            self._leader = self._me
-            # While suspended, leadership is neither taken nor given up (see _depose_at).
-            if connected and not self._leading:
-                self._leading = True
-                log.info("elected leader", extra={"node": self._me.node_id if self._me else ""})
-                self._safe(self._on_elected)
-            return
-        self._depose()
-        if head not in self._candidate_data:
-            try:
-                data, _stat = self._call(self._client.get_async, f"{self.election_path}/{head}")
-                self._candidate_data[head] = Member.from_wire(json.loads(data))
-            except NoNodeError:
-                self._candidate_data[head] = None  # gone: the watch reports the next one
-            except KAZOO_ERRORS:
-                self._retry_at = time.monotonic() + _RETRY_INTERVAL
-                return
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("leader candidate %s holds no member's JSON (%s)", head, exc)
-                self._candidate_data[head] = None
-        self._leader = self._candidate_data.get(head)
-
-    # -- helpers -----------------------------------------------------------------------------------
-
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a kazoo ``*_async`` call and wait for it, at most ``op_timeout``."""
-        return method(*args, **kwargs).get(timeout=self.op_timeout)
-
-    def _delete(self, path: str) -> None:
-        with contextlib.suppress(NoNodeError):
-            self._call(self._client.delete_async, path)
-
-    def _reset_state(self) -> None:
-        self._events = queue.Queue()
-        self._stopping.clear()
-        self._watches = {}
-        self._leading = self._suspended = self._need_join = False
-        self._suspended_at = self._retry_at = None
-        self._members, self._leader, self._candidate = [], None, None
-        self._session, self._old_sessions = None, set()
-        self._member_children, self._election_children, self._candidate_data = [], [], {}
-
-    def _close_client(self) -> None:
-        client, self._client = self._client, None
-        if client is None:
-            return
-        self._stopping.set()
-        try:
-            client.stop()
-            client.close()
-        except Exception as exc:  # closing is best effort
-            log.debug("closing the ZooKeeper client: %s", _describe(exc))
-
-    @staticmethod
-    def _safe(callback: Callable[[], None]) -> None:
-        try:
-            callback()
-        except Exception:
-            log.exception("election callback failed")
-
-
-@hookimpl
-def dcron_election(url: str, options: Mapping[str, Any]) -> Election | None:
-    if urlparse(url).scheme != "zk":
-        return None
-    hosts, chroot = parse_url(url)
-    return ZooKeeperElection(
-        hosts,
-        chroot,
-        session_timeout=_seconds(options, "session_timeout", DEFAULT_SESSION_TIMEOUT),
-        connect_timeout=_seconds(options, "zk_connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-    )

@@ -1,0 +1,115 @@
+"""``dcron`` commands that read: ``list``, ``show``, ``executions``, ``logs`` and ``status``.
+
+Each prints the node's reply as a table or lines of text, or as JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .cli_context import Ctx, json_option, out
+
+__all__ = ["executions", "list_jobs", "logs", "show", "status"]
+
+
+@click.command("list")
+@json_option
+@click.pass_obj
+def list_jobs(ctx: Ctx) -> None:
+    """List jobs."""
+    jobs = ctx.client.list()
+    lines = [f"{'NAME':<24} {'STATE':<8} {'SCHEDULE':<20} {'TZ':<16} NEXT"]
+    for job in jobs:
+        state = "enabled" if job["enabled"] else "disabled"
+        lines.append(
+            f"{job['name']:<24} {state:<8} {job['schedule']:<20} {job['tz']:<16} {job['next'] or '-'}"
+        )
+    out(ctx, {"jobs": jobs}, "\n".join(lines))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--count", default=3, show_default=True, type=click.IntRange(1, 100), help="Next fire times.")
+@json_option
+@click.pass_obj
+def show(ctx: Ctx, name: str, count: int) -> None:
+    """Show a job, its next fire times and its latest execution."""
+    reply = ctx.client.show(name, count)
+    job = reply["job"]
+    lines = [
+        f"{k}: {job[k]}"
+        for k in (
+            "name",
+            "enabled",
+            "schedule",
+            "tz",
+            "interpreter",
+            "script",
+            "script_sha256",
+            "timeout",
+            "max_attempts",
+            "version",
+            "updated",
+        )
+    ]
+    lines.append("next: " + (", ".join(reply["next"]) or "-"))
+    last = reply["last"]
+    lines.append(f"last: {last['id']} {last['status']}" if last else "last: -")
+    out(ctx, reply, "\n".join(lines))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+@click.option("--page", default=1, show_default=True, type=click.IntRange(1))
+@json_option
+@click.pass_obj
+def executions(ctx: Ctx, name: str, limit: int, page: int) -> None:
+    """Executions of NAME, newest first."""
+    rows = ctx.client.executions(name, limit=limit, page=page)
+    lines = [
+        f"{'FIRE TIME':<22} {'ATT':>3} {'STATUS':<10} {'EXIT':>4} {'NODE':<18} {'STARTED':<28} "
+        f"{'ENDED':<28} LOG"
+    ]
+    for ex in rows:
+        code = "-" if ex["exit_code"] is None else str(ex["exit_code"])
+        lines.append(
+            f"{ex['fire_time']:<22} {ex['attempt']:>3} {ex['status']:<10} {code:>4} {ex['node']:<18} "
+            f"{ex['started'] or '-':<28} {ex['ended'] or '-':<28} {ex['log'] or '-'}"
+        )
+        if ex.get("reason"):
+            lines.append(f"{'':<22}     reason: {ex['reason']}")
+    out(ctx, {"executions": rows, "page": page, "limit": limit}, "\n".join(lines))
+
+
+@click.command()
+@click.argument("execution")
+@json_option
+@click.pass_obj
+def logs(ctx: Ctx, execution: str) -> None:
+    """Print the log of EXECUTION (an id from `dcron executions`)."""
+    if ctx.as_json:
+        data = ctx.client.logs(execution)
+        out(ctx, {"execution": execution, "log": data.decode(errors="replace")}, "")
+        return
+    for chunk in ctx.client.log_chunks(execution):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+@click.command()
+@json_option
+@click.pass_obj
+def status(ctx: Ctx) -> None:
+    """Show the node, the leader and the members of the cluster."""
+    reply = ctx.client.status()
+    leader = reply["leader"]["node_id"] if reply["leader"] else "none"
+    lines = [
+        f"node: {reply['node']} ({reply['endpoint']})",
+        f"leader: {leader}",
+        "members: " + ", ".join(m["node_id"] for m in reply["members"]),
+        f"running here: {len(reply['running'])} of {reply['capacity']}",
+    ]
+    out(ctx, reply, "\n".join(lines))

@@ -1,0 +1,90 @@
+"""Documents as SQLite rows: the tables' version and indexes, revisions, the SQL of a selector.
+
+Layout: one table per collection (``jobs``, ``executions``) holding ``id``, ``rev`` and the
+document as JSON text, with expression indexes (``json_extract``) over the fields of
+:data:`~libdcron.abc.INDEXED_FIELDS`; and one ``changes`` table written in the same transaction as
+every document write.  ``changes`` keeps one row per document: a write replaces the document's row,
+which takes a new, larger ``seq`` (``AUTOINCREMENT`` never reuses one), so the table never grows
+beyond the number of documents and a reader asking "after seq N" sees every document written
+since N exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from libdcron.abc import EXECUTIONS, JOBS, Scalar
+from libdcron.document_base import check_field, check_selector_value, clean_body, dump_json
+from libdcron.errors import ValidationError
+
+SCHEMA_VERSION = 1
+
+#: Expression indexes, by collection: each tuple is the fields of one index, in order.  They cover
+#: the selections the leader, the worker and the CLI make (jobs by name or enabled; executions of
+#: a job newest first, by status, all of them newest first).
+INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    JOBS: (("name",), ("enabled", "name")),
+    EXECUTIONS: (
+        ("job", "fire_time", "attempt"),
+        ("status", "fire_time", "attempt"),
+        ("fire_time", "attempt"),
+    ),
+}
+
+
+def _body_json(body: Mapping[str, Any]) -> str:
+    """The document as compact JSON with sorted keys, without ``_id``/``_rev``."""
+    return dump_json(clean_body(body), sort_keys=True)
+
+
+def _next_rev(previous: str | None, body_json: str) -> str:
+    """A CouchDB-like revision ``N-<md5>``: generation number, hash of previous revision and body."""
+    generation = 1
+    if previous:
+        head, _, _ = previous.partition("-")
+        generation = int(head) + 1 if head.isdigit() else 1
+    digest = hashlib.md5(f"{previous or ''}\n{body_json}".encode(), usedforsecurity=False).hexdigest()
+    return f"{generation}-{digest}"
+
+
+def _expr(field: str) -> str:
+    """The SQL expression of a top-level field; identical text in indexes and queries."""
+    if check_field(field) == "_id":
+        return "id"
+    return f"json_extract(body, '$.{field}')"
+
+
+def _type_expr(field: str) -> str:
+    return f"json_type(body, '$.{field}')"
+
+
+def _condition(field: str, value: Scalar) -> tuple[str, list[Any]]:
+    """SQL for ``field == value`` with JSON's types: true is not 1, 1 is not "1", null is not missing."""
+    expr = _expr(field)
+    if field == "_id":
+        if not isinstance(value, str):
+            raise ValidationError("a selector on _id takes a string")
+        return "id = ?", [value]
+    check_selector_value(field, value)
+    if value is None:
+        return f"{expr} IS NULL AND {_type_expr(field)} = 'null'", []
+    if isinstance(value, bool):
+        return f"{expr} = ? AND {_type_expr(field)} = ?", [int(value), "true" if value else "false"]
+    if isinstance(value, int | float):
+        return f"{expr} = ? AND {_type_expr(field)} IN ('integer', 'real')", [value]
+    return f"{expr} = ?", [value]  # json_extract gives TEXT for JSON strings only
+
+
+def _record_change(conn: sqlite3.Connection, collection: str, doc_id: str) -> None:
+    # REPLACE deletes the document's previous row: a new, larger seq and still one row per document.
+    conn.execute("INSERT OR REPLACE INTO changes (collection, doc_id) VALUES (?, ?)", (collection, doc_id))
+
+
+def _document(doc_id: str, rev: str, text: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"_id": doc_id, "_rev": rev}
+    doc.update(json.loads(text))
+    return doc

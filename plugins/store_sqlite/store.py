@@ -1,0 +1,161 @@
+"""The embedded document store: one SQLite file, shared by every dcron process of one host.
+
+The URL forms: :mod:`dcron_plugins.store_sqlite.url`; the tables and indexes:
+:mod:`dcron_plugins.store_sqlite.schema`; concurrency and error handling (the connection):
+:mod:`dcron_plugins.store_sqlite.connection`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from libdcron.abc import Change, DocumentStore, Scalar
+from libdcron.document_base import check_changes_limit, check_collection, check_doc_id, check_find_args
+from libdcron.errors import ConflictError, NotFoundError, ValidationError
+
+from .connection import _SQLiteConnection
+from .schema import _body_json, _condition, _document, _expr, _next_rev, _record_change
+from .url import DEFAULT_TIMEOUT, MEMORY, SCHEME, parse_url
+
+log = logging.getLogger(__package__)
+
+
+class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
+    """:class:`~libdcron.abc.DocumentStore` on one SQLite file (or ``:memory:``)."""
+
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT, url: str | None = None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.url = url or (SCHEME + path if path == MEMORY else SCHEME + os.path.abspath(path))
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> SQLiteDocumentStore:
+        path, timeout = parse_url(url, options)
+        return cls(path, timeout=timeout, url=url)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteDocumentStore {self.path}>"
+
+    # -- DocumentStore ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        with self._guard("open"):
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    log.warning("SQLite document store %s: close failed: %s", self.path, exc)
+
+    def create(self, collection: str, doc_id: str, body: Mapping[str, Any]) -> str:
+        table = check_collection(collection)
+        check_doc_id(doc_id)
+        text = _body_json(body)
+        rev = _next_rev(None, text)
+        with self._write(f"create {collection}/{doc_id}") as conn:
+            cursor = conn.execute(
+                f"INSERT INTO {table} (id, rev, body) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (doc_id, rev, text),
+            )
+            if cursor.rowcount != 1:
+                raise ConflictError(f"{collection} document {doc_id!r} already exists")
+            _record_change(conn, collection, doc_id)
+        return rev
+
+    def get(self, collection: str, doc_id: str) -> dict[str, Any]:
+        table = check_collection(collection)
+        with self._guard(f"get {collection}/{doc_id}") as conn:
+            row = conn.execute(f"SELECT rev, body FROM {table} WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
+        return _document(doc_id, row[0], row[1])
+
+    def update(self, collection: str, doc_id: str, body: Mapping[str, Any], rev: str) -> str:
+        table = check_collection(collection)
+        check_doc_id(doc_id)
+        text = _body_json(body)
+        new_rev = _next_rev(rev, text)
+        with self._write(f"update {collection}/{doc_id}") as conn:
+            cursor = conn.execute(
+                f"UPDATE {table} SET rev = ?, body = ? WHERE id = ? AND rev = ?", (new_rev, text, doc_id, rev)
+            )
+            if cursor.rowcount != 1:
+                row = conn.execute(f"SELECT rev FROM {table} WHERE id = ?", (doc_id,)).fetchone()
+                if row is None:
+                    raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
+                raise ConflictError(
+                    f"{collection} document {doc_id!r} changed: revision {rev!r} is stale "
+                    f"(now {row[0]!r}); read it again and reapply the change"
+                )
+            _record_change(conn, collection, doc_id)
+        return new_rev
+
+    def find(
+        self,
+        collection: str,
+        selector: Mapping[str, Scalar],
+        sort: Sequence[tuple[str, bool]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+    ) -> list[dict[str, Any]]:
+        table = check_collection(collection)
+        where: list[str] = []
+        params: list[Any] = []
+        for field, value in selector.items():
+            sql, values = _condition(field, value)
+            where.append(sql)
+            params.extend(values)
+        order: list[str] = []
+        suffix = " DESC" if check_find_args(sort, limit, skip) else ""
+        for field, _ in sort:
+            order.append(_expr(field) + suffix)
+        order.append("id" + suffix)  # ties in a stable order, as CouchDB's indexes do
+        sql = f"SELECT id, rev, body FROM {table}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY " + ", ".join(order) + " LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, skip]
+        with self._guard(f"find in {collection}") as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_document(row[0], row[1], row[2]) for row in rows]
+
+    def changes(self, since: str | None, limit: int = 1000) -> tuple[list[Change], str]:
+        check_changes_limit(limit)
+        with self._guard("read changes") as conn:
+            if since is None:
+                row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+                return [], str(row[0])
+            try:
+                position = int(since)
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    f"change position {since!r} was not issued by this store (expected an integer)"
+                ) from None
+            top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+            if position > (top[0] if top else 0):
+                # A position from another (or a recreated) database: start over rather than skip.
+                log.warning(
+                    "SQLite document store %s: change position %s is unknown; replaying", self.path, since
+                )
+                position = 0
+            rows = conn.execute(
+                "SELECT seq, collection, doc_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (position, limit),
+            ).fetchall()
+        if rows:
+            position = rows[-1][0]
+        return [Change(row[1], row[2]) for row in rows], str(position)
