@@ -33,6 +33,7 @@ from .records import Records
 from .redact import redact_url
 from .schedule import parse_schedule
 from .transport.messages import Dispatch, Finished, RunNow
+from .transport.protocol import Command
 from .worker import Worker
 
 MAX_SCRIPT = 4 * 1024 * 1024
@@ -93,22 +94,23 @@ class Api:
         self.node = node
         self.records = Records(node.store)
         self.commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-            "PING": self.ping,
-            "STATUS": self.status,
-            "SCHEDULE": self.schedule,
-            "ENABLE": self.enable,
-            "DISABLE": self.disable,
-            "LIST": self.list,
-            "SHOW": self.show,
-            "EXECUTIONS": self.executions,
-            "LOGS": self.logs,
-            "RUN": self.run,
-            "DISPATCH": self.dispatch,
-            "RUN_NOW": self.run_now,
-            "FINISHED": self.finished,
+            Command.PING.name: self.ping,
+            Command.STATUS.name: self.status,
+            Command.SCHEDULE.name: self.schedule,
+            Command.ENABLE.name: self.enable,
+            Command.DISABLE.name: self.disable,
+            Command.LIST.name: self.list,
+            Command.SHOW.name: self.show,
+            Command.EXECUTIONS.name: self.executions,
+            Command.LOGS.name: self.logs,
+            Command.RUN.name: self.run,
+            Command.DISPATCH.name: self.dispatch,
+            Command.RUN_NOW.name: self.run_now,
+            Command.FINISHED.name: self.finished,
         }
 
     def handle(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Serve one command (a :class:`~libdcron.transport.protocol.Command` name)."""
         handler = self.commands.get(command)
         if handler is None:
             raise ValidationError(f"command {command} is not served by this node")

@@ -64,3 +64,7 @@ def test_every_command_validates_any_body(node: Node, command: str, body: dict[s
 
 def test_nothing_ran(node: Node) -> None:
     assert node.worker.running() == []
+
+
+def test_every_command_of_the_protocol_is_served(node: Node) -> None:
+    assert set(node.api.commands) == {c.name for c in Command}
