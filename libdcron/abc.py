@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConflictError
+
 # ---------------------------------------------------------------------------------------------
 # Document store
 # ---------------------------------------------------------------------------------------------
@@ -91,11 +93,37 @@ class DocumentStore(ABC):
         sort: Sequence[tuple[str, bool]] = (),
         limit: int | None = None,
         skip: int = 0,
+        after: tuple[str, str | int | float] | None = None,
     ) -> list[dict[str, Any]]:
         """Documents whose top-level fields equal every value in ``selector``.
 
         ``sort`` is a list of ``(field, descending)``; every entry has the same direction.
         Selector and sort fields are taken from :data:`INDEXED_FIELDS`.
+
+        ``after=(field, value)`` is a range condition, for paging with a cursor instead of
+        ``skip``: only documents whose ``field`` holds a value of the same JSON type as ``value``
+        (a string, or a number) that is strictly greater than it.  ``field`` must be the first
+        field of ``sort`` (so the store walks one index from the cursor on: an indexed SQL ``>``
+        on SQLite, Mango ``$gt`` on CouchDB); :class:`ValidationError` otherwise.  Strings compare
+        in the store's own collation, the same one its ``sort`` uses (code points on SQLite and in
+        memory, CouchDB's collation on CouchDB), so a page that ends at the value ``v`` is followed
+        by ``find(..., after=(field, v))`` without repeating or skipping a document as long as the
+        values of ``field`` are unique (jobs' ``name``).
+        """
+
+    @abstractmethod
+    def create_many(
+        self, collection: str, docs: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[str | ConflictError]:
+        """Insert many new documents ``(doc_id, body)`` in one bulk operation.
+
+        Returns one result per document, in order: its revision, or a :class:`ConflictError`
+        (returned, not raised) when the id already exists, or appears earlier in ``docs``; the
+        other documents are created regardless.  Every id and body is checked first, as
+        :meth:`create` does: one invalid document raises :class:`ValidationError` and nothing is
+        written.  SQLite writes the whole batch in one transaction; CouchDB posts ``_bulk_docs``
+        (in requests of at most 1,000 documents), which is not atomic: after an
+        :class:`UnavailableError` some documents may exist, and a retry reports them as conflicts.
         """
 
     @abstractmethod

@@ -1,4 +1,5 @@
-"""The public API every node serves, one method per command.
+"""The public API every node serves, one method per command (registration in
+:mod:`libdcron.api_registration`, shared limits and checks in :mod:`libdcron.api_base`).
 
 Each method takes the request body (a JSON object already decoded by the transport), validates it,
 and returns the reply body.  Errors are :class:`DcronError` subclasses; the transport turns them
@@ -8,95 +9,46 @@ into error replies.  The CLI is a thin client of these commands.
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from .abc import DocumentStore, Election, ObjectStore
-from .config import NodeSettings
-from .errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
-from .leader import Leader
+from .api_base import (
+    LIST_PAGE,
+    LOG_CHUNK,
+    MAX_DISPATCH_AHEAD,
+    MAX_LIST_PAGE,
+    MAX_PAGE,
+    STATES,
+    NextFireCache,
+    NodeView,
+    _int,
+    _str,
+)
+from .api_registration import RegistrationApi
+from .errors import ForbiddenError, NotFoundError, ValidationError
 from .model import (
-    MAX_INTERPRETER,
     MAX_LOCATION,
-    MAX_SCHEDULE,
-    MAX_TZ,
     Job,
     format_instant,
     utcnow,
     validate_name,
 )
-from .plugins import Plugins
-from .recorder import Recorder
 from .records import Records
 from .redact import redact_url
-from .schedule import parse_schedule
 from .transport.messages import Dispatch, Finished, RunNow
 from .transport.protocol import Command
-from .worker import Worker
-
-MAX_SCRIPT = 4 * 1024 * 1024
-MAX_PAGE = 500
-LOG_CHUNK = 1024 * 1024
-#: How far from now a DISPATCH's fire time may be ahead (the leader sends runs ahead by `lead`).
-MAX_DISPATCH_AHEAD = 60.0
 
 
-def _str(body: dict[str, Any], key: str, required: bool = True, limit: int = MAX_LOCATION) -> str | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise ValidationError(f"{key} is required")
-        return None
-    if not isinstance(value, str):
-        raise ValidationError(f"{key} must be a string")
-    if len(value) > limit:
-        raise ValidationError(f"{key} is {len(value)} characters long; at most {limit} are allowed")
-    return value
-
-
-def _int(body: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValidationError(f"{key} must be an integer between {lo} and {hi}")
-    return value
-
-
-class NodeView(Protocol):
-    """What the API needs of its node (:class:`libdcron.node.Node` is one)."""
-
-    node_id: str
-    endpoint: str
-    settings: NodeSettings
-    store: DocumentStore
-    objects: ObjectStore
-    election: Election
-    plugins: Plugins
-    recorder: Recorder | None
-
-    @property
-    def worker(self) -> Worker: ...
-
-    def resolve_objects(self, url: str) -> ObjectStore: ...
-
-    def local_leader(self) -> Leader: ...
-
-    def to_leader(
-        self, command: str, body: dict[str, Any], local: Callable[[Leader], dict[str, Any]], timeout: float
-    ) -> dict[str, Any]: ...
-
-
-class Api:
+class Api(RegistrationApi):
     def __init__(self, node: NodeView) -> None:
         self.node = node
         self.records = Records(node.store)
+        self._next_fire = NextFireCache()
         self.commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             Command.PING.name: self.ping,
             Command.STATUS.name: self.status,
             Command.SCHEDULE.name: self.schedule,
+            Command.SCHEDULE_MANY.name: self.schedule_many,
             Command.ENABLE.name: self.enable,
             Command.DISABLE.name: self.disable,
             Command.LIST.name: self.list,
@@ -140,91 +92,6 @@ class Api:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def _get_job(self, name: str) -> Job:
-        return self.records.job(validate_name(name))
-
-    def schedule(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = validate_name(body.get("name"))
-        expression = _str(body, "schedule", limit=MAX_SCHEDULE) or ""
-        tz = _str(body, "tz", required=False, limit=MAX_TZ) or "UTC"
-        parse_schedule(expression, tz)  # raises with position and reason
-        interpreter = _str(body, "interpreter", limit=MAX_INTERPRETER) or ""
-        known = self.node.plugins.interpreters()
-        if interpreter not in known:
-            raise ValidationError(
-                f"unknown interpreter {interpreter!r}; this node knows {', '.join(sorted(known))}"
-            )
-        timeout = _int(body, "timeout", 0, 0, 366 * 24 * 3600)
-        max_attempts = _int(body, "max_attempts", 3, 1, 100)
-        update = bool(body.get("update", False))
-        script, sha = self._script(body, name, known[interpreter].suffix)
-        now = format_instant(utcnow())
-        job = Job(
-            name=name,
-            schedule=expression,
-            interpreter=interpreter,
-            script=script,
-            script_sha256=sha,
-            timeout=timeout,
-            tz=tz,
-            max_attempts=max_attempts,
-            created=now,
-            updated=now,
-        ).validate()
-        try:
-            self.records.create_job(job)
-            return {"job": job.to_doc(), "created": True, "next": self._next(job, 1)}
-        except ConflictError:
-            if not update:
-                raise ConflictError(
-                    f"a job named {name!r} already exists; pass --update to change it"
-                ) from None
-
-        def change(current: Job) -> Job:
-            return job.with_changes(created=current.created, enabled=current.enabled, version=current.version + 1)
-
-        updated, _ = self.records.change_job(name, change)
-        return {"job": updated.to_doc(), "created": False, "next": self._next(updated, 1)}
-
-    def _script(self, body: dict[str, Any], name: str, suffix: str) -> tuple[str, str | None]:
-        objects = self.node.objects
-        content = _str(body, "script_content", required=False, limit=(MAX_SCRIPT + 2) // 3 * 4)
-        if content is not None:
-            try:
-                data = base64.b64decode(content, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValidationError("script_content must be base64") from None
-            if len(data) > MAX_SCRIPT:
-                raise ValidationError(f"script is {len(data)} bytes; at most {MAX_SCRIPT} can be uploaded")
-            sha = hashlib.sha256(data).hexdigest()
-            url = objects.url_for(f"scripts/{name}/{sha}{suffix}")
-            objects.put_bytes(data, url)
-            return url, sha
-        location = _str(body, "script") or ""
-        if "://" not in location:
-            if location.startswith("/") or not location.strip("/"):
-                raise ValidationError(
-                    f"script {location!r} is neither a URL nor a key relative to the object store; "
-                    "pass a local file, a key such as jobs/x.py, or a URL inside the object store"
-                )
-            location = objects.url_for(location)
-        store = self.node.resolve_objects(location)  # refuses what lies outside the allowed stores
-        if not store.exists(location):
-            raise NotFoundError(
-                f"script {redact_url(location)} not found in object storage; upload it or pass a local file"
-            )
-        return location, _str(body, "script_sha256", required=False, limit=64)
-
-    def _next(self, job: Job, count: int) -> list[str]:
-        if not job.enabled:
-            return []
-        schedule = parse_schedule(job.schedule, job.tz)
-        out, at = [], utcnow()
-        for _ in range(count):
-            at = schedule.next_after(at)
-            out.append(format_instant(at))
-        return out
-
     def _set_enabled(self, body: dict[str, Any], enabled: bool) -> dict[str, Any]:
         name = validate_name(_str(body, "name") or "")
 
@@ -243,16 +110,25 @@ class Api:
         return self._set_enabled(body, False)
 
     def list(self, body: dict[str, Any]) -> dict[str, Any]:
+        """LIST: one page of jobs by name, ``{"jobs": [...], "next": CURSOR or null}``.
+
+        ``limit`` (default 100, at most 1000), ``after`` (the ``next`` of the previous page: the
+        last name it held), ``state`` (``enabled``, ``disabled`` or ``all``, the default).
+        """
+        limit = _int(body, "limit", LIST_PAGE, 1, MAX_LIST_PAGE)
+        after = _str(body, "after", required=False, limit=MAX_LOCATION) or None
+        state = _str(body, "state", required=False, limit=16) or "all"
+        if state not in STATES:
+            raise ValidationError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+        found = self.records.jobs_page(limit + 1, after=after, enabled=STATES[state])
+        page = found[:limit]
+        now = utcnow()
         jobs = []
-        for job in self.records.jobs():
+        for job in page:
             entry = job.to_doc()
-            try:
-                nxt = self._next(job, 1)
-            except ValidationError:
-                nxt = []
-            entry["next"] = nxt[0] if nxt else None
+            entry["next"] = self._next_fire.get(job, now) if job.enabled else None
             jobs.append(entry)
-        return {"jobs": jobs}
+        return {"jobs": jobs, "next": page[-1].name if len(found) > limit else None}
 
     def show(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._get_job(_str(body, "name") or "")

@@ -5,8 +5,8 @@ variable (``DCRON_ENDPOINT``, ``DCRON_TIMEOUT``, ``DCRON_SCHEDULE_TZ``...) or fr
 table of a TOML config file (``--config`` or ``DCRON_CONFIG``).  Errors print one line and exit 1;
 usage errors exit 2.
 
-The commands live in modules named after what they do: ``cli_jobs`` (schedule, disable, enable,
-run), ``cli_read`` (list, show, executions, logs, status), ``cli_offline`` (keygen, next, no node
+The commands live in modules named after what they do: ``cli_jobs`` (schedule, schedule-many,
+disable, enable, run), ``cli_read`` (list, show, executions, logs, status), ``cli_offline`` (keygen, next, no node
 needed); what they share (``--json``, output, the client) is in ``cli_context``.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from .cli_context import Ctx, Seconds
-from .cli_jobs import disable, enable, run, schedule
+from .cli_jobs import disable, enable, run, schedule, schedule_many
 from .cli_offline import keygen, next_
 from .cli_read import executions, list_jobs, logs, show, status
 from .config import DEFAULT_ENDPOINT, load_config_file
@@ -66,7 +66,7 @@ def cli(
     ctx.call_on_close(ctx.obj.close)
 
 
-for _command in (schedule, disable, enable, list_jobs, show, executions, logs, run, status, keygen, next_):
+for _command in (schedule, schedule_many, disable, enable, list_jobs, show, executions, logs, run, status, keygen, next_):
     cli.add_command(_command)
 
 

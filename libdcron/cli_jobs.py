@@ -1,12 +1,22 @@
-"""``dcron`` commands that change jobs: ``schedule``, ``disable``, ``enable`` and ``run``."""
+"""``dcron`` commands that change jobs: ``schedule``, ``schedule-many``, ``disable``, ``enable``
+and ``run``."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import IO, Any
 
 import click
 
 from .cli_context import Ctx, json_option, out
+from .client import SCHEDULE_MANY_CHUNK
+from .errors import ValidationError
 
-__all__ = ["disable", "enable", "run", "schedule"]
+__all__ = ["disable", "enable", "run", "schedule", "schedule_many"]
+
+#: The fields of a job in ``schedule-many``'s file.
+JOB_FIELDS = ("name", "schedule", "interpreter", "script", "tz", "timeout", "max_attempts")
 
 
 @click.command()
@@ -105,3 +115,63 @@ def run(ctx: Ctx, name: str) -> None:
         else f"started {reply.get('execution')}"
     )
     out(ctx, reply, text)
+
+
+def read_jobs(stream: IO[str], where: str) -> Iterator[dict[str, Any]]:
+    """The jobs of a file: a JSON array of objects, or JSON lines (one object a line; blank lines
+    skipped).  :class:`ValidationError` names the line (or item) at fault."""
+    text = stream.read()
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"{where}: not a JSON array of jobs: {exc}") from None
+        for number, item in enumerate(items):
+            yield _job(item, f"{where}: item {number}")
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise ValidationError(f"{where}: line {number} is not JSON: {exc}") from None
+        yield _job(item, f"{where}: line {number}")
+
+
+def _job(item: Any, where: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ValidationError(f"{where}: a job must be a JSON object")
+    unknown = sorted(set(item) - set(JOB_FIELDS))
+    if unknown:
+        raise ValidationError(f"{where}: unknown field {unknown[0]!r}; a job has {', '.join(JOB_FIELDS)}")
+    return item
+
+
+@click.command("schedule-many")
+@click.argument("file", type=click.File("r"))
+@click.option("--update", is_flag=True, help="Change the jobs whose names are taken.")
+@click.option(
+    "--chunk",
+    default=SCHEDULE_MANY_CHUNK,
+    show_default=True,
+    type=click.IntRange(1, SCHEDULE_MANY_CHUNK),
+    help="Jobs per request.",
+)
+@json_option
+@click.pass_obj
+def schedule_many(ctx: Ctx, file: IO[str], update: bool, chunk: int) -> None:
+    """Register the jobs of FILE (JSON lines or a JSON array; - reads stdin).
+
+    Each job has name, schedule, interpreter and script (a local file or a location in object
+    storage), and optionally tz, timeout and max_attempts.  Each job stands alone: the valid ones
+    are registered, each failure is printed, and the exit code is 1 if any job failed.
+    """
+    jobs = list(read_jobs(file, file.name))
+    reply = ctx.client.schedule_many(jobs, update=update, chunk_size=chunk)
+    failed = reply["failed"]
+    lines = [f"created {len(reply['created'])}, updated {len(reply['updated'])}, failed {len(failed)}"]
+    lines += [f"failed #{f['index']} {f['name'] or '-'}: {f['message']}" for f in failed]
+    out(ctx, reply, "\n".join(lines))
+    if failed:
+        raise click.exceptions.Exit(1)

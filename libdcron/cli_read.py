@@ -5,7 +5,9 @@ Each prints the node's reply as a table or lines of text, or as JSON with ``--js
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
 import click
 
@@ -14,19 +16,57 @@ from .cli_context import Ctx, json_option, out
 __all__ = ["executions", "list_jobs", "logs", "show", "status"]
 
 
+HEADER = f"{'NAME':<24} {'STATE':<8} {'SCHEDULE':<20} {'TZ':<16} NEXT"
+
+
+def _row(job: dict[str, Any]) -> str:
+    state = "enabled" if job["enabled"] else "disabled"
+    return f"{job['name']:<24} {state:<8} {job['schedule']:<20} {job['tz']:<16} {job['next'] or '-'}"
+
+
 @click.command("list")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Jobs per page (at most 1000)  [default: 100; 1000 with --all]",
+)
+@click.option("--after", default=None, metavar="NAME", help="Start after this job name (a page's cursor).")
+@click.option(
+    "--state",
+    type=click.Choice(["enabled", "disabled", "all"]),
+    default="all",
+    show_default=True,
+    help="Only enabled or disabled jobs.",
+)
+@click.option("--all", "every", is_flag=True, help="Every page, printed as it arrives.")
 @json_option
 @click.pass_obj
-def list_jobs(ctx: Ctx) -> None:
-    """List jobs."""
-    jobs = ctx.client.list()
-    lines = [f"{'NAME':<24} {'STATE':<8} {'SCHEDULE':<20} {'TZ':<16} NEXT"]
-    for job in jobs:
-        state = "enabled" if job["enabled"] else "disabled"
-        lines.append(
-            f"{job['name']:<24} {state:<8} {job['schedule']:<20} {job['tz']:<16} {job['next'] or '-'}"
-        )
-    out(ctx, {"jobs": jobs}, "\n".join(lines))
+def list_jobs(ctx: Ctx, limit: int | None, after: str | None, state: str, every: bool) -> None:
+    """List jobs by name, one page (--limit, --after) or all of them (--all)."""
+    if every:
+        _list_all(ctx, limit or 1000, after, state)
+        return
+    reply = ctx.client.list_page(limit or 100, after, state)
+    jobs, cursor = reply["jobs"], reply.get("next")
+    out(ctx, {"jobs": jobs, "next": cursor}, "\n".join([HEADER, *(_row(job) for job in jobs)]))
+    if cursor and not ctx.as_json:
+        click.echo(f"more jobs: dcron list --after {cursor}  (or --all)", err=True)
+
+
+def _list_all(ctx: Ctx, limit: int, after: str | None, state: str) -> None:
+    """Every page, each printed when it arrives: text rows, or one JSON object written in pieces."""
+    if ctx.as_json:
+        click.echo('{"jobs": [', nl=False)
+        first = True
+        for job in ctx.client.iter_jobs(state, page_size=limit, after=after):
+            click.echo(("\n  " if first else ",\n  ") + json.dumps(job, sort_keys=True), nl=False)
+            first = False
+        click.echo('\n], "next": null}')
+        return
+    click.echo(HEADER)
+    for job in ctx.client.iter_jobs(state, page_size=limit, after=after):
+        click.echo(_row(job))
 
 
 @click.command()

@@ -4,7 +4,8 @@ The checks follow :class:`~libdcron.abc.DocumentStore`'s contract and CouchDB's 
 embedded store refuses what a CouchDB server would: an unknown collection, an empty id or one
 starting with ``_``, a body that is not a JSON object or holds ``_`` fields other than
 ``_id``/``_rev``, a selector value that is not a JSON scalar, a field that is not top-level, sort
-fields in mixed directions, a negative ``limit`` or ``skip``.  Each raises
+fields in mixed directions, a negative ``limit`` or ``skip``, an ``after`` range that is not on the
+first sort field or not a string or number.  Each raises
 :class:`~libdcron.errors.ValidationError`; each returns what it checked, so a call reads as the
 value it guards.
 """
@@ -12,6 +13,7 @@ value it guards.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,11 +22,13 @@ from .abc import COLLECTIONS
 from .errors import ValidationError
 
 __all__ = [
+    "check_after",
     "check_changes_limit",
     "check_collection",
     "check_doc_id",
     "check_field",
     "check_find_args",
+    "check_new_docs",
     "check_selector_value",
     "clean_body",
     "dump_json",
@@ -110,3 +114,39 @@ def check_changes_limit(limit: int) -> int:
     if limit < 1:
         raise ValidationError(f"limit must be at least 1, got {limit}")
     return limit
+
+
+def check_after(
+    after: tuple[str, str | int | float] | None, sort: Sequence[tuple[str, bool]]
+) -> tuple[str, str | int | float] | None:
+    """``find``'s ``after=(field, value)`` when ``field`` is the first sort field and ``value`` a
+    string or a finite number (a string for ``_id``); ``None`` when there is no range."""
+    if after is None:
+        return None
+    if not isinstance(after, tuple | list) or len(after) != 2:
+        raise ValidationError(f"after must be a (field, value) pair, got {after!r}")
+    field, value = after
+    check_field(field)
+    if not sort or sort[0][0] != field:
+        raise ValidationError(f"after's field {field!r} must be the first field of the sort")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValidationError(f"after's value for {field!r} must be a string or a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(f"after's value for {field!r} must be a finite number, got {value!r}")
+    if field == "_id" and not isinstance(value, str):
+        raise ValidationError("after on _id takes a string")
+    return field, value
+
+
+def check_new_docs(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """``create_many``'s documents as ``(doc_id, clean body)`` pairs, each checked as ``create``
+    checks one (the first invalid one raises :class:`ValidationError`)."""
+    if isinstance(docs, str | bytes | Mapping):
+        raise ValidationError("create_many takes a sequence of (doc_id, body) pairs")
+    checked: list[tuple[str, dict[str, Any]]] = []
+    for index, item in enumerate(docs):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise ValidationError(f"document {index}: expected a (doc_id, body) pair, got {item!r}")
+        doc_id, body = item
+        checked.append((check_doc_id(doc_id), clean_body(body)))
+    return checked

@@ -15,17 +15,22 @@ is unreachable); :class:`NotFoundError` messages name the job or execution.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 from .abc import EXECUTIONS, JOBS, DocumentStore
-from .errors import ConflictError, NotFoundError
-from .model import Execution, Job, Status, execution_id
+from .errors import ConflictError, NotFoundError, ValidationError
+from .model import Execution, Job, Status, execution_id, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
 
 #: Tries of a read-change-write before a ConflictError reaches the caller.
 CHANGE_TRIES = 8
+
+#: Jobs per page of :meth:`Records.all_enabled_jobs`.
+LOAD_PAGE = 1000
+#: Job fields whose values repeat across jobs; :meth:`Records.all_enabled_jobs` shares them.
+SHARED_FIELDS = ("schedule", "tz", "interpreter", "script", "script_sha256", "created", "updated")
 
 
 class Records:
@@ -59,11 +64,58 @@ class Records:
                 continue
         raise ConflictError(f"job {name!r} is being changed concurrently; try again")
 
+    def create_jobs(self, jobs: Sequence[Job]) -> list[str | ConflictError]:
+        """Insert new jobs in one bulk write; per job, its revision or a :class:`ConflictError`
+        (the name is taken)."""
+        return self.store.create_many(JOBS, [(job.name, job.to_doc()) for job in jobs])
+
     def enabled_jobs(self) -> list[Job]:
         return [Job.from_doc(doc) for doc in self.store.find(JOBS, {"enabled": True})]
 
     def jobs(self) -> list[Job]:
         return [Job.from_doc(doc) for doc in self.store.find(JOBS, {}, sort=[("name", False)])]
+
+    def jobs_page(self, limit: int, after: str | None = None, enabled: bool | None = None) -> list[Job]:
+        """Up to ``limit`` jobs by name, those named after ``after`` (a cursor), all or only the
+        ``enabled`` (True) or disabled (False) ones; a range on the name index, never a skip."""
+        selector = {} if enabled is None else {"enabled": enabled}
+        docs = self.store.find(
+            JOBS,
+            selector,
+            sort=[("name", False)],
+            limit=limit,
+            after=None if after is None else ("name", after),
+        )
+        return [Job.from_doc(doc) for doc in docs]
+
+    def all_enabled_jobs(self, page: int = LOAD_PAGE) -> list[Job]:
+        """Every enabled job, by name, read ``page`` jobs at a time (a cursor on the name index).
+
+        For the leader's load of many jobs: only one page of documents is held at once, and the
+        strings that repeat across jobs (:data:`SHARED_FIELDS`: the schedule, the interpreter, the
+        script...) are one object each, not one per job.  A job written while the pages are read
+        may be seen before or after the write (the caller follows the change feed from before).
+        """
+        shared: dict[str, str] = {}
+        jobs: list[Job] = []
+        after: str | None = None
+        while True:
+            docs = self.store.find(
+                JOBS,
+                {"enabled": True},
+                sort=[("name", False)],
+                limit=page,
+                after=None if after is None else ("name", after),
+            )
+            for doc in docs:
+                for key in SHARED_FIELDS:
+                    value = doc.get(key)
+                    if type(value) is str:
+                        doc[key] = shared.setdefault(value, value)
+                jobs.append(Job.from_doc(doc))
+            if len(docs) < page:
+                return jobs
+            after = jobs[-1].name
 
     # -- executions ----------------------------------------------------------------------------
 
@@ -79,6 +131,29 @@ class Records:
         except NotFoundError:
             return False
         return True
+
+    def fire_times_since(self, instant: datetime) -> set[tuple[str, datetime]]:
+        """``(job, fire time)`` of every attempt 1 whose fire time is ``instant`` or later.
+
+        One query (a range on the fire-time index) answers :meth:`attempt_exists` for every job
+        at once: what the leader's lookback asks at election.
+        """
+        # Instants sort as text across whole seconds (not within one: "...:00Z" > "...:00.5Z"),
+        # so the range starts a second early and the exact bound is checked here.
+        bound = format_instant(instant - timedelta(seconds=1))
+        docs = self.store.find(EXECUTIONS, {}, sort=[("fire_time", False)], after=("fire_time", bound))
+        found: set[tuple[str, datetime]] = set()
+        for doc in docs:
+            job, text = doc.get("job"), doc.get("fire_time")
+            if doc.get("attempt") != 1 or not isinstance(job, str) or not isinstance(text, str):
+                continue
+            try:
+                fire = parse_instant(text)
+            except ValidationError:
+                continue
+            if fire >= instant:
+                found.add((job, fire))
+        return found
 
     def create_execution(self, ex: Execution) -> str:
         """Insert an attempt; :class:`ConflictError` when it exists (another worker runs it)."""

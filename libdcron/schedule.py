@@ -47,6 +47,12 @@ __all__ = ["DESCRIPTORS", "Schedule", "parse_duration", "parse_schedule"]
 _US = timedelta(microseconds=1)
 _MAX_SHIFT = timedelta(hours=26)  # the largest offset change handled for fixed-time jobs
 _MAX_TRANSITIONS = 1000  # transitions crossed by one search before giving up
+# The jump over a far wall time ``w`` (Schedule._next): a UTC offset is always less than 24 hours,
+# so no instant after ``low + _NEAR`` (with _NEAR > 24h + the offset at ``low``) has a wall time at
+# or before ``low``'s, and none at or before ``w - _BEFORE_WALL`` has one at or after ``w``.
+_NEAR = timedelta(hours=50)
+_BEFORE_WALL = timedelta(hours=25)
+_LONG = timedelta(hours=96)  # a found instant farther than this from ``low`` is far
 
 
 @functools.lru_cache(maxsize=16384)
@@ -175,6 +181,30 @@ class Schedule:
 
     def _next(self, start: datetime) -> datetime:
         """The first fire instant > ``start``; naive UTC in and out."""
+        wall: datetime | None = None
+        for _ in range(_MAX_TRANSITIONS):
+            found, wall = self._walk(start, wall)
+            if found is not None:
+                return found
+            assert wall is not None
+            start = wall - _BEFORE_WALL  # the jump: no fire in between, see _walk
+        raise ValidationError(f"{self!r}: no fire time found after {start.isoformat()}Z")
+
+    def _walk(self, start: datetime, wall: datetime | None) -> tuple[datetime | None, datetime | None]:
+        """``(the first fire instant > start, None)``, or ``(None, w)`` to jump (naive UTC).
+
+        ``wall``, if given, is the first wall time of the expression after the wall time of
+        ``start``: it saves the first croniter step after a jump.
+
+        The jump: when the next wall time ``w`` found lies far ahead (over :data:`_LONG`) and the
+        zone keeps its offset over the next :data:`_NEAR`, no instant in (``start``,
+        ``w - _BEFORE_WALL``] fires.  Up to ``low + _NEAR`` the offset is the current one, so the
+        wall times there lie in (``low + offset``, ``w``), which holds none of the expression's;
+        later instants (and the skipped wall times of any spring-forward) have wall times within
+        24 hours of them, after ``low + offset`` and before ``w``.  The search then restarts just
+        before ``w`` with ``w`` already known, instead of crossing every transition up to it one
+        croniter step at a time (and building the tables of every year in between).
+        """
         zone = self._zone
         low = start  # exclusive bound on the result
         pos = start  # transitions after this one are still ahead
@@ -186,15 +216,22 @@ class Schedule:
                 end = back.at + (back.before - back.after)
                 if start < end:
                     low = end - _US
+                    wall = None  # the search starts elsewhere
         for _ in range(_MAX_TRANSITIONS):
-            wall = self._cron_next(low + offset)
+            if wall is None:
+                wall = self._cron_next(low + offset)
             found = wall - offset
-            change = first_transition(zone, pos, found)
+            if found - low > _LONG:
+                change = first_transition(zone, pos, low + _NEAR)
+                if change is None:
+                    return None, wall
+            else:
+                change = first_transition(zone, pos, found)
             if change is None:
-                return found
+                return found, None
             if change.after > change.before:  # spring forward: wall times [at+before, at+after) skipped
                 if self.fixed_time and wall < change.at + change.after:
-                    return change.at
+                    return change.at, None
                 low = change.at - _US
             elif self.fixed_time:  # fall back: skip the second pass over the repeated wall times
                 low = change.at + (change.before - change.after) - _US
@@ -202,6 +239,7 @@ class Schedule:
                 low = change.at - _US
             pos = change.at
             offset = change.after
+            wall = None
         raise ValidationError(f"{self!r}: no fire time found after {start.isoformat()}Z")
 
     def _newest(self, end: datetime, begin: datetime) -> datetime | None:

@@ -1,7 +1,8 @@
 """Time zones and their transitions: changes of a zone's UTC offset, found fast.
 
-A :class:`Transition` is found by comparing offsets and bisecting (:func:`_locate`) over short
-spans, and from a per-zone, per-year table (:func:`_year_transitions`, cached) over long ones.
+A :class:`Transition` is found by comparing offsets and bisecting (:func:`_locate`) over spans of
+up to three hours, by sampling every three hours (:func:`_scan`) over spans of up to four days, and
+from a per-zone, per-year table (:func:`_year_transitions`, cached) over longer ones.
 The one assumption: a zone never changes its offset twice within :data:`_STEP` (three hours).
 Instants here are naive UTC datetimes.  :func:`load_zone` and :func:`to_naive_utc` raise
 :class:`~libdcron.errors.ValidationError` for an unknown zone or a naive moment.
@@ -22,6 +23,7 @@ __all__ = ["Transition", "first_transition", "last_transition", "load_zone", "of
 _EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
 _STEP = timedelta(hours=3)  # a zone is assumed never to change its offset twice within this
+_SCAN_LIMIT = timedelta(days=4)  # spans up to this long are sampled, longer ones use the year tables
 
 
 class Transition(NamedTuple):
@@ -92,6 +94,25 @@ def _year_transitions(zone: ZoneInfo, year: int) -> tuple[Transition, ...]:
     return tuple(found)
 
 
+def _scan(zone: ZoneInfo, low: datetime, high: datetime) -> list[Transition]:
+    """The transitions of ``zone`` in (``low``, ``high``], found by sampling every :data:`_STEP`.
+
+    For spans of a few days: cheaper than building the tables of the years they touch.
+    """
+    fromutc = zone.fromutc
+    cursor, end = low.replace(tzinfo=zone), high.replace(tzinfo=zone)  # UTC values, as in the tables
+    offset = fromutc(cursor).utcoffset()
+    found: list[Transition] = []
+    while cursor < end:
+        step = min(cursor + _STEP, end)
+        following = fromutc(step).utcoffset()
+        if following != offset:
+            assert offset is not None  # a ZoneInfo always has one
+            found.append(_locate(zone, cursor.replace(tzinfo=None), step.replace(tzinfo=None), offset))
+        cursor, offset = step, following
+    return found
+
+
 def _transitions(
     zone: ZoneInfo, low: datetime, high: datetime, *, reverse: bool = False
 ) -> Iterator[Transition]:
@@ -102,6 +123,10 @@ def _transitions(
         before = offset_at(zone, low)
         if offset_at(zone, high) != before:
             yield _locate(zone, low, high, before)
+        return
+    if high - low <= _SCAN_LIMIT:
+        sampled = _scan(zone, low, high)
+        yield from reversed(sampled) if reverse else sampled
         return
     years = range(low.year, high.year + 1)
     for year in reversed(years) if reverse else years:

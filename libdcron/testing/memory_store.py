@@ -17,11 +17,13 @@ from typing import Any
 
 from ..abc import Change, DocumentStore, Scalar
 from ..document_base import (
+    check_after,
     check_changes_limit,
     check_collection,
     check_doc_id,
     check_field,
     check_find_args,
+    check_new_docs,
     check_selector_value,
     clean_body,
     dump_json,
@@ -57,6 +59,14 @@ def _matches(doc: Mapping[str, Any], field: str, value: Scalar) -> bool:
     if isinstance(value, int | float):
         return isinstance(actual, int | float) and not isinstance(actual, bool) and actual == value
     return isinstance(actual, str) and actual == value
+
+
+def _greater(doc: Mapping[str, Any], field: str, value: str | int | float) -> bool:
+    """``doc[field] > value`` for a value of the same JSON type (a string, or a number)."""
+    actual = doc.get(field)
+    if isinstance(value, str):
+        return isinstance(actual, str) and actual > value
+    return isinstance(actual, int | float) and not isinstance(actual, bool) and actual > value
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
@@ -106,7 +116,8 @@ class InMemoryDocumentStore(DocumentStore):
       :meth:`update` with a stale revision raise :class:`ConflictError`, :meth:`get` and
       :meth:`update` of a missing document :class:`NotFoundError`;
     - :meth:`find` compares with JSON's types and sorts with CouchDB's collation of types, ties
-      broken by id in the sort's direction;
+      broken by id in the sort's direction; ``after`` keeps values of the same type, greater;
+    - :meth:`create_many` writes the whole batch under one lock, conflicts returned per document;
     - the change feed holds one entry per document (a write moves it to the end), so reading from
       a position reports each document written since exactly once; positions are integers in text.
 
@@ -164,6 +175,28 @@ class InMemoryDocumentStore(DocumentStore):
             db.record(collection, doc_id)
         return rev
 
+    def create_many(
+        self, collection: str, docs: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[str | ConflictError]:
+        """Insert every new ``(doc_id, body)`` under one lock; a taken id is a returned conflict."""
+        check_collection(collection)
+        prepared = []
+        for doc_id, body in check_new_docs(docs):
+            text = dump_json(body, sort_keys=True)
+            prepared.append((doc_id, text, _next_rev(None, text)))
+        results: list[str | ConflictError] = []
+        db = self._check_open()
+        with db.lock:
+            stored = db.docs.setdefault(collection, {})
+            for doc_id, text, rev in prepared:
+                if doc_id in stored:
+                    results.append(ConflictError(f"{collection} document {doc_id!r} already exists"))
+                    continue
+                stored[doc_id] = (rev, text)
+                db.record(collection, doc_id)
+                results.append(rev)
+        return results
+
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
         """A copy of the document with ``_id`` and ``_rev``; :class:`NotFoundError` if absent."""
         check_collection(collection)
@@ -202,8 +235,9 @@ class InMemoryDocumentStore(DocumentStore):
         sort: Sequence[tuple[str, bool]] = (),
         limit: int | None = None,
         skip: int = 0,
+        after: tuple[str, str | int | float] | None = None,
     ) -> list[dict[str, Any]]:
-        """Documents matching every ``selector`` field, sorted, then ``skip``/``limit`` applied."""
+        """Documents matching every ``selector`` field (and ``after``), sorted, then ``skip``/``limit``."""
         check_collection(collection)
         for field, value in selector.items():
             check_field(field)
@@ -213,11 +247,14 @@ class InMemoryDocumentStore(DocumentStore):
         for field, _ in sort:
             check_field(field)
         descending = check_find_args(sort, limit, skip)
+        after = check_after(after, sort)
         db = self._check_open()
         with db.lock:
             rows = list(db.docs.get(collection, {}).items())
         docs = [_document(doc_id, rev, text) for doc_id, (rev, text) in rows]
         docs = [d for d in docs if all(_matches(d, f, v) for f, v in selector.items())]
+        if after is not None:
+            docs = [d for d in docs if _greater(d, *after)]
         docs.sort(
             key=lambda d: (*(_sort_key(d.get(f)) for f, _ in sort), d["_id"]),
             reverse=descending,

@@ -50,6 +50,7 @@ class Command(enum.IntEnum):
     EXECUTIONS = 0x15
     LOGS = 0x16
     RUN = 0x17
+    SCHEDULE_MANY = 0x18  # many jobs in one request, written in one bulk operation
     # between nodes
     DISPATCH = 0x20  # leader -> worker: run this attempt at this fire instant
     RUN_NOW = 0x21  # any node -> leader: run a job now, outside its schedule

@@ -112,14 +112,24 @@ class _CouchDBClient:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         retry: bool = False,
+        raw: bool = False,
     ) -> Any:
         """One request; its JSON answer.  With ``retry`` (reads only) a request that failed to
-        connect (not one that timed out) is tried once more at once."""
+        connect (not one that timed out) is tried once more at once.  With ``raw`` the answer is
+        not checked by pycouchdb, which raises on the first per-document error of a bulk answer
+        (``_bulk_docs`` reports a conflict per document, with HTTP 201)."""
         data = None if body is None else dump_json(body).encode()
         with self._errors(what):
             for attempt in (1, 2):
                 try:
-                    response, result = resource.request(method, path, params=dict(params or {}), data=data)
+                    if raw:
+                        url = resource.base_url.rstrip("/") + "/" + (path or "")
+                        response = resource.session.request(
+                            method, url, params=dict(params or {}), data=data, timeout=resource.timeout
+                        )
+                        result = response.json() if response.content else None
+                    else:
+                        response, result = resource.request(method, path, params=dict(params or {}), data=data)
                     break
                 except requests.ConnectionError as exc:
                     if not retry or attempt == 2 or isinstance(exc, requests.Timeout):

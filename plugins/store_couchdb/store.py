@@ -7,8 +7,10 @@ does not, a path names a CA bundle.  The user needs admin rights on the two data
 creates them and their index design documents) unless an admin created them beforehand.
 
 Only the API Apache CouchDB 3 has is used: documents (``PUT``/``GET`` with ``_rev``), Mango
-``_find`` with ``sort``/``limit``/``skip``/``use_index`` (no bookmarks: pouchdb-server lacks them),
-``POST /db/_index``, the normal (non-continuous) ``_changes`` feed and ``GET /db``.
+``_find`` with ``sort``/``limit``/``skip``/``use_index`` (no bookmarks: pouchdb-server lacks them;
+``find``'s ``after`` is a ``$gt`` with a ``$type`` on the index's sort field), ``POST /db/_index``,
+``POST /db/_bulk_docs`` (``create_many``, :data:`PAGE` documents per request), the normal
+(non-continuous) ``_changes`` feed and ``GET /db``.
 
 Indexes: :meth:`CouchDBDocumentStore.open` creates JSON (Mango) indexes for the usual selections;
 :meth:`~CouchDBDocumentStore.find` creates, once per process, the index any other combination of
@@ -37,11 +39,13 @@ from requests.adapters import HTTPAdapter
 
 from libdcron.abc import COLLECTIONS, EXECUTIONS, JOBS, Change, DocumentStore, Scalar
 from libdcron.document_base import (
+    check_after,
     check_changes_limit,
     check_collection,
     check_doc_id,
     check_field,
     check_find_args,
+    check_new_docs,
     check_selector_value,
     clean_body,
 )
@@ -147,6 +151,44 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             raise ConflictError(f"{collection} document {doc_id!r} already exists") from None
         return _rev_of(result)
 
+    def create_many(
+        self, collection: str, docs: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[str | ConflictError]:
+        db = self._dbs[check_collection(collection)]
+        checked = check_new_docs(docs)
+        if not checked:
+            return []
+        self._ensure_open()
+        results: list[str | ConflictError] = []
+        for start in range(0, len(checked), PAGE):
+            chunk = checked[start : start + PAGE]
+            what = f"create {len(chunk)} {collection} documents"
+            answer = self._call(
+                what,
+                db,
+                "POST",
+                "_bulk_docs",
+                body={"docs": [{"_id": i, **body} for i, body in chunk]},
+                raw=True,
+            )
+            if not isinstance(answer, list) or len(answer) != len(chunk):
+                raise UnavailableError(
+                    f"CouchDB document store {self._where}: {what}: unexpected answer {str(answer)[:200]!r}"
+                )
+            for (doc_id, _), row in zip(chunk, answer, strict=True):
+                error = row.get("error") if isinstance(row, dict) else "no answer"
+                if error == "conflict":
+                    results.append(ConflictError(f"{collection} document {doc_id!r} already exists"))
+                elif error is None and isinstance(row.get("rev"), str):
+                    results.append(str(row["rev"]))
+                else:
+                    reason = row.get("reason") if isinstance(row, dict) else row
+                    raise UnavailableError(
+                        f"CouchDB document store {self._where}: {what}: document {doc_id!r} refused "
+                        f"({error}: {reason}); the documents before it may have been written"
+                    )
+        return results
+
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
         db = self._dbs[check_collection(collection)]
         if not isinstance(doc_id, str) or not doc_id or doc_id.startswith("_"):
@@ -184,9 +226,11 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
         sort: Sequence[tuple[str, bool]] = (),
         limit: int | None = None,
         skip: int = 0,
+        after: tuple[str, str | int | float] | None = None,
     ) -> list[dict[str, Any]]:
         db = self._dbs[check_collection(collection)]
         direction = "desc" if check_find_args(sort, limit, skip) else "asc"
+        after = check_after(after, sort)
         query_selector: dict[str, Any] = {}
         for field, value in selector.items():
             condition: dict[str, Any] = {"$eq": check_selector_value(field, value)}
@@ -204,6 +248,10 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
         else:
             # No index: CouchDB scans _all_docs, which holds the design documents too.
             query_selector.setdefault("_id", {"$regex": "^[^_]"})
+        if after is not None:
+            range_field, bound = after
+            kind = "string" if isinstance(bound, str) else "number"
+            query_selector.setdefault(range_field, {}).update({"$gt": bound, "$type": kind})
         if sort_fields:
             for field in sort_fields:
                 query_selector.setdefault(field, {"$exists": True})

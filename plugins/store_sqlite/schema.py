@@ -79,9 +79,26 @@ def _condition(field: str, value: Scalar) -> tuple[str, list[Any]]:
     return f"{expr} = ?", [value]  # json_extract gives TEXT for JSON strings only
 
 
+def _greater(field: str, value: str | int | float) -> tuple[str, list[Any]]:
+    """SQL for ``field > value`` among values of the same JSON type (``after`` in ``find``): the
+    bare ``>`` on the indexed expression is what lets SQLite walk the index from the cursor."""
+    expr = _expr(field)
+    if field == "_id":
+        return "id > ?", [value]
+    if isinstance(value, str):
+        return f"{expr} > ? AND {_type_expr(field)} = 'text'", [value]
+    return f"{expr} > ? AND {_type_expr(field)} IN ('integer', 'real')", [value]
+
+
 def _record_change(conn: sqlite3.Connection, collection: str, doc_id: str) -> None:
     # REPLACE deletes the document's previous row: a new, larger seq and still one row per document.
     conn.execute("INSERT OR REPLACE INTO changes (collection, doc_id) VALUES (?, ?)", (collection, doc_id))
+
+
+def _record_changes(conn: sqlite3.Connection, collection: str, doc_ids: list[str]) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO changes (collection, doc_id) VALUES (?, ?)", [(collection, d) for d in doc_ids]
+    )
 
 
 def _document(doc_id: str, rev: str, text: str) -> dict[str, Any]:

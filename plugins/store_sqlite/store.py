@@ -15,14 +15,34 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from libdcron.abc import Change, DocumentStore, Scalar
-from libdcron.document_base import check_changes_limit, check_collection, check_doc_id, check_find_args
+from libdcron.document_base import (
+    check_after,
+    check_changes_limit,
+    check_collection,
+    check_doc_id,
+    check_find_args,
+    check_new_docs,
+    dump_json,
+)
 from libdcron.errors import ConflictError, NotFoundError, ValidationError
 
 from .connection import _SQLiteConnection
-from .schema import _body_json, _condition, _document, _expr, _next_rev, _record_change
+from .schema import (
+    _body_json,
+    _condition,
+    _document,
+    _expr,
+    _greater,
+    _next_rev,
+    _record_change,
+    _record_changes,
+)
 from .url import DEFAULT_TIMEOUT, MEMORY, SCHEME, parse_url
 
 log = logging.getLogger(__package__)
+
+#: Ids per ``IN (...)`` of ``create_many``'s look-up (below SQLite's limit of bound parameters).
+_IN_CHUNK = 500
 
 
 class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
@@ -76,6 +96,36 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
             _record_change(conn, collection, doc_id)
         return rev
 
+    def create_many(
+        self, collection: str, docs: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[str | ConflictError]:
+        table = check_collection(collection)
+        prepared = []
+        for doc_id, body in check_new_docs(docs):
+            text = dump_json(body, sort_keys=True)  # already cleaned
+            prepared.append((doc_id, _next_rev(None, text), text))
+        if not prepared:
+            return []
+        results: list[str | ConflictError] = []
+        with self._write(f"create {len(prepared)} {collection} documents") as conn:
+            taken: set[str] = set()
+            ids = [doc_id for doc_id, _, _ in prepared]
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                taken.update(row[0] for row in conn.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk))
+            rows = []
+            for doc_id, rev, text in prepared:
+                if doc_id in taken:
+                    results.append(ConflictError(f"{collection} document {doc_id!r} already exists"))
+                    continue
+                taken.add(doc_id)  # a second copy in the same batch conflicts too
+                rows.append((doc_id, rev, text))
+                results.append(rev)
+            conn.executemany(f"INSERT INTO {table} (id, rev, body) VALUES (?, ?, ?)", rows)
+            _record_changes(conn, collection, [row[0] for row in rows])
+        return results
+
     def get(self, collection: str, doc_id: str) -> dict[str, Any]:
         table = check_collection(collection)
         with self._guard(f"get {collection}/{doc_id}") as conn:
@@ -111,6 +161,7 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
         sort: Sequence[tuple[str, bool]] = (),
         limit: int | None = None,
         skip: int = 0,
+        after: tuple[str, str | int | float] | None = None,
     ) -> list[dict[str, Any]]:
         table = check_collection(collection)
         where: list[str] = []
@@ -119,8 +170,13 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
             sql, values = _condition(field, value)
             where.append(sql)
             params.extend(values)
-        order: list[str] = []
         suffix = " DESC" if check_find_args(sort, limit, skip) else ""
+        after = check_after(after, sort)
+        if after is not None:
+            sql, values = _greater(*after)
+            where.append(sql)
+            params.extend(values)
+        order: list[str] = []
         for field, _ in sort:
             order.append(_expr(field) + suffix)
         order.append("id" + suffix)  # ties in a stable order, as CouchDB's indexes do

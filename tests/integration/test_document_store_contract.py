@@ -297,6 +297,125 @@ def test_find_boolean_and_typed_values(store: DocumentStore) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# find with after: a range on the first sort field (paging with a cursor)
+# ---------------------------------------------------------------------------------------------
+
+
+def _jobs(store: DocumentStore, count: int) -> list[str]:
+    """Jobs job-000... (every third one disabled), created in one bulk write; their names in order."""
+    names = [f"job-{i:03d}" for i in range(count)]
+    results = store.create_many(JOBS, [(n, {"name": n, "enabled": i % 3 != 0}) for i, n in enumerate(names)])
+    assert all(isinstance(r, str) for r in results)
+    return names
+
+
+def _walk(store: DocumentStore, selector: dict[str, Any], limit: int) -> list[str]:
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        after = None if cursor is None else ("name", cursor)
+        page = store.find(JOBS, selector, sort=[("name", False)], limit=limit, after=after)
+        assert len(page) <= limit
+        seen.extend(d["name"] for d in page)
+        if len(page) < limit:
+            return seen
+        cursor = page[-1]["name"]
+
+
+def test_find_after_walks_every_document_once(store: DocumentStore) -> None:
+    names = _jobs(store, 23)
+    for limit in (1, 5, 23, 100):
+        assert _walk(store, {}, limit) == names
+    enabled = [n for i, n in enumerate(names) if i % 3 != 0]
+    assert _walk(store, {"enabled": True}, 4) == enabled
+    assert _walk(store, {"enabled": False}, 4) == [n for n in names if n not in enabled]
+    page = store.find(JOBS, {}, sort=[("name", False)], limit=3, after=("name", "job-010"))
+    assert [d["name"] for d in page] == ["job-011", "job-012", "job-013"]
+    assert all(d["_rev"] for d in page)
+    # not a document's value: strictly greater still
+    page = store.find(JOBS, {}, sort=[("name", False)], limit=2, after=("name", "job-0105"))
+    assert [d["name"] for d in page] == ["job-011", "job-012"]
+    assert store.find(JOBS, {}, sort=[("name", False)], after=("name", "job-022")) == []
+    assert store.find(JOBS, {}, sort=[("name", False)], after=("name", "zzz")) == []
+
+
+def test_find_after_keeps_the_same_type(store: DocumentStore) -> None:
+    for doc_id, value in (("n1", 1), ("n2", 2), ("n3", 3.5), ("s", "2"), ("t", True), ("z", None)):
+        store.create(EXECUTIONS, doc_id, {"job": "x", "attempt": value})
+    after = store.find(EXECUTIONS, {"job": "x"}, sort=[("attempt", False)], after=("attempt", 1))
+    assert [d["_id"] for d in after] == ["n2", "n3"]
+    texts = store.find(EXECUTIONS, {"job": "x"}, sort=[("attempt", False)], after=("attempt", "1"))
+    assert [d["_id"] for d in texts] == ["s"]
+
+
+def test_find_after_is_checked(store: DocumentStore) -> None:
+    with pytest.raises(ValidationError):
+        store.find(JOBS, {}, after=("name", "a"))  # no sort
+    with pytest.raises(ValidationError):
+        store.find(JOBS, {}, sort=[("enabled", False), ("name", False)], after=("name", "a"))
+    for value in (None, True, {"a": 1}, float("inf")):
+        with pytest.raises(ValidationError):
+            store.find(JOBS, {}, sort=[("name", False)], after=("name", value))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        store.find(JOBS, {}, sort=[("name", False)], after=("name",))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# create_many
+# ---------------------------------------------------------------------------------------------
+
+
+def test_create_many(store: DocumentStore) -> None:
+    store.create(JOBS, "taken", {"name": "taken", "v": 0})
+    docs = [
+        ("a", {"name": "a", "v": 1, "_rev": "9-ignored"}),
+        ("taken", {"name": "taken", "v": 2}),
+        ("b", {"name": "b", "v": 3, "nested": {"x": [1, None]}}),
+        ("a", {"name": "a", "v": 4}),  # twice in one batch: the second conflicts
+    ]
+    results = store.create_many(JOBS, docs)
+    assert len(results) == 4
+    assert isinstance(results[0], str) and isinstance(results[2], str)
+    assert isinstance(results[1], ConflictError) and isinstance(results[3], ConflictError)
+    assert store.get(JOBS, "a")["_rev"] == results[0] and strip(store.get(JOBS, "a")) == {"name": "a", "v": 1}
+    assert strip(store.get(JOBS, "b")) == {"name": "b", "v": 3, "nested": {"x": [1, None]}}
+    assert strip(store.get(JOBS, "taken")) == {"name": "taken", "v": 0}
+    rev = store.update(JOBS, "b", {"name": "b", "v": 5}, str(results[2]))
+    assert rev != results[2]
+    assert [d["_id"] for d in store.find(JOBS, {}, sort=[("name", False)])] == ["a", "b", "taken"]
+    assert store.create_many(JOBS, []) == []
+
+
+def test_create_many_in_bulk(store: DocumentStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dcron_plugins.store_couchdb.store.PAGE", 300)  # several _bulk_docs requests
+    docs = [(f"bulk-{i:04d}", {"name": f"bulk-{i:04d}", "enabled": True}) for i in range(1200)]
+    first = store.create_many(JOBS, docs[:700])
+    results = store.create_many(JOBS, docs)
+    assert all(isinstance(r, str) for r in first)
+    assert all(isinstance(r, ConflictError) for r in results[:700])
+    assert all(isinstance(r, str) for r in results[700:])
+    assert len(store.find(JOBS, {"enabled": True})) == 1200
+
+
+def test_create_many_checks_everything_first(store: DocumentStore) -> None:
+    for bad in ([("ok", {"name": "ok"}), ("_bad", {})], [("ok", {"name": "ok"}), ("x", {"_att": 1})],
+                [("ok", {"name": "ok"}), ("x", {"when": object()})], [("ok",)]):  # fmt: skip
+        with pytest.raises(ValidationError):
+            store.create_many(JOBS, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        store.create_many("nonsense", [("ok", {})])
+    with pytest.raises(NotFoundError):
+        store.get(JOBS, "ok")
+
+
+def test_create_many_reports_changes(backend: str, store: DocumentStore) -> None:
+    since = store.changes(None)[1]
+    store.create_many(JOBS, [("c1", {"name": "c1"}), ("c2", {"name": "c2"})])
+    changes, _ = _drain(store, since)
+    assert {c.doc_id for c in changes if c.collection == JOBS} == {"c1", "c2"}
+
+
+# ---------------------------------------------------------------------------------------------
 # changes
 # ---------------------------------------------------------------------------------------------
 

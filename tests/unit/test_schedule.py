@@ -631,3 +631,148 @@ def test_newest_at_or_before_away_from_transitions_is_one_croniter_step(
         at += timedelta(seconds=7)
     assert croniter_steps["prev"] == 1000
     assert croniter_steps["next"] == 0
+
+
+# -- fast paths agree with the slow ones -----------------------------------------------------------
+
+FAST_PATH_ZONES = [
+    "UTC",
+    "Asia/Kolkata",  # fixed offset since 1945
+    NY,
+    "Europe/Paris",
+    LORD_HOWE,  # 30-minute DST
+    "Pacific/Apia",  # skipped 2011-12-30 entirely (-10 -> +14)
+    "America/Sao_Paulo",  # DST until 2019, none since
+    "Africa/Casablanca",  # DST suspended for Ramadan, a few weeks each year
+    "Pacific/Chatham",  # +12:45 / +13:45
+]
+SPARSE_EXPRESSIONS = [
+    "0 0 29 2 *",  # leap days only
+    "0 0 1 1 *",
+    "15 3 * * 0",
+    "15 2 * * 0",  # Lord Howe: in the gap on the first Sunday of October
+    "30 2 * * 0",  # NY/Paris: in the gap on some Sundays
+    "30 1 * * 0",  # NY: repeated on the first Sunday of November
+    "0 2 1-7 3,10,11 0",
+    "30 2 29 2 *",
+    "0 30 2 * * 0",  # six fields: real time
+    "0 0 13 * 5",  # day-of-month or day-of-week
+    "45 23 31 12 *",
+]
+FAST_PATH_STARTS = [
+    z(2011, 12, 25),
+    z(2019, 2, 10),
+    z(2023, 3, 20),
+    z(2024, 1, 1),
+    z(2024, 3, 9, 6, 59, 59),
+    z(2024, 10, 5, 15, 29),
+    z(2024, 11, 3, 5, 45),
+    z(2024, 12, 31, 23, 50),
+]
+
+
+def _slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turn off the jump over far wall times and the sampling of short spans."""
+    from libdcron import schedule as schedule_module
+    from libdcron import zone_transitions
+
+    monkeypatch.setattr(schedule_module, "_LONG", timedelta.max)
+    monkeypatch.setattr(zone_transitions, "_SCAN_LIMIT", timedelta(0))
+
+
+@pytest.mark.parametrize("tz", FAST_PATH_ZONES)
+def test_sparse_expressions_match_the_slow_path(monkeypatch: pytest.MonkeyPatch, tz: str) -> None:
+    fast: dict[tuple[str, datetime], list[datetime]] = {}
+    slow: dict[tuple[str, datetime], list[datetime]] = {}
+    for table in (fast, slow):
+        if table is slow:
+            _slow_path(monkeypatch)
+        for expression in SPARSE_EXPRESSIONS:
+            schedule = Schedule(expression, tz)  # not the cached one: nothing shared
+            for start in FAST_PATH_STARTS:
+                iterator = schedule.iter_after(start)
+                table[expression, start] = [next(iterator) for _ in range(8)]
+    for key, expected in slow.items():
+        assert fast[key] == expected, key
+
+
+@pytest.mark.parametrize("tz", FAST_PATH_ZONES)
+def test_sampled_transitions_match_the_year_tables(monkeypatch: pytest.MonkeyPatch, tz: str) -> None:
+    from libdcron import zone_transitions
+
+    zone = ZoneInfo(tz)
+    spans = [(z(2024, 3, 8) + timedelta(minutes=37 * i), timedelta(hours=3 + 7 * i)) for i in range(14)] + [
+        (start.replace(tzinfo=None) - timedelta(hours=20), timedelta(days=4)) for start in FAST_PATH_STARTS
+    ]
+    cases = []
+    for low, length in spans:
+        low = low.replace(tzinfo=None)
+        for year_shift in (0, -13, 7):  # also the spring forward of other years and hemispheres
+            shifted = low.replace(year=low.year + year_shift)
+            cases.append((shifted, shifted + length))
+            cases.append((shifted + timedelta(days=210), shifted + timedelta(days=210) + length))
+    sampled = [
+        (zone_transitions.first_transition(zone, a, b), zone_transitions.last_transition(zone, a, b))
+        for a, b in cases
+    ]
+    monkeypatch.setattr(zone_transitions, "_SCAN_LIMIT", timedelta(0))
+    tabled = [
+        (zone_transitions.first_transition(zone, a, b), zone_transitions.last_transition(zone, a, b))
+        for a, b in cases
+    ]
+    assert sampled == tabled
+    if tz in (NY, LORD_HOWE):
+        assert any(first is not None for first, _ in sampled)  # the spans do cross changes
+
+
+@pytest.mark.parametrize(
+    ("tz", "offset"), [("UTC", timedelta(0)), ("Asia/Kolkata", timedelta(hours=5, minutes=30))]
+)
+@pytest.mark.parametrize(
+    "expression", ["0 0 29 2 *", "0 0 1 1 *", "15 3 * * 0", "*/10 * * * * *", "0 9 * * 1-5"]
+)
+def test_fixed_offset_zones_are_plain_wall_time_arithmetic(
+    expression: str, tz: str, offset: timedelta
+) -> None:
+    cron = croniter_module.croniter(
+        expression, datetime(2024, 1, 1) + offset, second_at_beginning=len(expression.split()) == 6
+    )
+    expected = [cron.get_next(datetime).replace(tzinfo=UTC) - offset for _ in range(50)]
+    iterator = parse_schedule(expression, tz).iter_after(z(2024, 1, 1))
+    assert [next(iterator) for _ in range(50)] == expected
+
+
+def test_leap_days_jump_years_in_every_zone() -> None:
+    for tz in ("UTC", NY, LORD_HOWE, "Asia/Kolkata"):
+        zone = ZoneInfo(tz)
+        iterator = parse_schedule("0 0 29 2 *", tz).iter_after(z(2024, 1, 1))
+        walls = [next(iterator).astimezone(zone) for _ in range(30)]
+        assert [w.year for w in walls[:6]] == [2024, 2028, 2032, 2036, 2040, 2044]
+        assert 2100 not in [w.year for w in walls]  # not a leap year
+        assert all((w.month, w.day, w.hour, w.minute) == (2, 29, 0, 0) for w in walls)
+
+
+def test_lord_howe_weekly_job_in_the_half_hour_gap() -> None:
+    # 2024-10-06 (a Sunday) 02:15 does not exist: the weekly job runs at the change, 15:30Z on 10-05.
+    assert fires("15 2 * * 0", LORD_HOWE, z(2024, 9, 20), z(2024, 10, 20)) == [
+        z(2024, 9, 21, 15, 45),  # 02:15 +10:30 on 09-22
+        z(2024, 9, 28, 15, 45),
+        z(2024, 10, 5, 15, 30),
+        z(2024, 10, 12, 15, 15),  # 02:15 +11
+        z(2024, 10, 19, 15, 15),
+    ]
+    # Six fields follow real time: no run on 10-06.
+    assert fires("0 15 2 * * 0", LORD_HOWE, z(2024, 9, 27), z(2024, 10, 13)) == [
+        z(2024, 9, 28, 15, 45),
+        z(2024, 10, 12, 15, 15),
+    ]
+
+
+def test_sparse_next_after_costs_one_croniter_step(croniter_steps: dict[str, int]) -> None:
+    for tz in ("UTC", NY):
+        schedule = parse_schedule("0 0 29 2 *", tz)
+        croniter_steps["next"] = 0
+        at = z(2024, 1, 1)
+        for _ in range(50):
+            at = schedule.next_after(at)
+        assert croniter_steps["next"] == 50
