@@ -14,14 +14,25 @@ hour, so no run disturbs the figures), restarts the node and measures:
 - **rss**: the node's resident memory after loading;
 - **idle cpu**: CPU seconds the node uses over 20 s with every job scheduled and none due -- an
   event-driven leader sleeps until the earliest fire time, so this should not grow with N;
-- **list**: wall time of one ``LIST`` call (it computes each job's next fire time).
+- **list**: wall time of listing every job (``LIST`` pages of 1,000; each job's next fire time).
 
 The smallest size is the peer the others are compared with.
+
+``--load-jobs N`` (e.g. ``python bench/scale_bench.py --load-jobs 100000``) measures the leader's
+load alone at a larger scale: N enabled daily jobs (and one past execution of each) are written
+straight into a fresh SQLite store in one transaction (registration is not what is measured), then
+a fresh subprocess starts one embedded node on it and reports
+
+- **load**: node start to the leader's ``ready`` (election, jobs, runs in progress, lookback), and
+  the leader's own part (its creation at election to ``ready``);
+- **rss** after loading and **peak rss** (``VmHWM``: the subprocess's own high-water mark);
+- **idle cpu**: CPU seconds of the subprocess over 20 s with nothing due.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -142,7 +153,7 @@ def measure(n: int, base: Path) -> dict[str, float]:
         idle_cpu = cpu_seconds(proc.pid) - cpu0
         with Client(endpoint, timeout=60) as client:
             t1 = time.monotonic()
-            jobs = client.list()
+            jobs = list(client.iter_jobs())  # every page of LIST
             list_s = time.monotonic() - t1
         assert len(jobs) == n, (len(jobs), n)
         print(f"  {line.split(': ', 1)[-1]}")
@@ -158,10 +169,144 @@ def measure(n: int, base: Path) -> dict[str, float]:
     }
 
 
+def status_mib(field: str) -> float:
+    """A ``/proc/self/status`` memory figure (``VmRSS``, ``VmHWM``) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def seed_store(data: Path, n: int) -> None:
+    """N enabled daily jobs and one past (succeeded) execution of each, in one transaction."""
+    from dcron_plugins.store_sqlite import SQLiteDocumentStore
+    from dcron_plugins.store_sqlite.schema import _body_json, _next_rev
+
+    from libdcron.model import Execution, Job, Status, format_instant
+
+    objects = data / "objects"
+    script = objects / "scripts" / "job" / ("0" * 64 + ".sh")
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text("true\n")
+    store = SQLiteDocumentStore(str(data / "dcron.sqlite3"))
+    store.open()
+    now = datetime.now(UTC).replace(microsecond=0)
+    stamp = format_instant(now)
+    jobs: list[tuple[str, str, str]] = []
+    execs: list[tuple[str, str, str]] = []
+    for i, expr in enumerate(schedules(n)):
+        job = Job(
+            f"job-{i}", expr, "sh", script.as_uri(), script_sha256="0" * 64, created=stamp, updated=stamp
+        )
+        text = _body_json(job.to_doc())
+        jobs.append((job.name, _next_rev(None, text), text))
+        minute, hour = (int(x) for x in expr.split()[:2])
+        fire = (now - timedelta(days=1)).replace(hour=hour, minute=minute, second=0)
+        ex = Execution(job.name, fire, 1, "scale", Status.SUCCEEDED, started=fire, ended=fire, exit_code=0)
+        text = _body_json(ex.to_doc())
+        execs.append((ex.id, _next_rev(None, text), text))
+    with store._write("bench setup") as conn:
+        for table, rows in (("jobs", jobs), ("executions", execs)):
+            conn.executemany(f"INSERT INTO {table} (id, rev, body) VALUES (?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT OR REPLACE INTO changes (collection, doc_id) VALUES (?, ?)",
+                [(table, r[0]) for r in rows],
+            )
+    store.close()
+
+
+def load_child(data: Path, n: int) -> int:
+    """In a fresh process: start an embedded node on ``data``, print the figures as JSON."""
+    import resource
+
+    from libdcron import node as node_module
+    from libdcron.config import NodeSettings
+    from libdcron.node import Node
+
+    elected: list[float] = []
+    leader_class = node_module.Leader
+
+    class TimedLeader(leader_class):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            elected.append(time.monotonic())
+            super().__init__(*args, **kwargs)
+
+    node_module.Leader = TimedLeader  # type: ignore[misc]
+    base_rss = status_mib("VmRSS")
+    node = Node(NodeSettings(data_dir=data, listen="tcp://127.0.0.1:0", node_id="scale"))
+    t0 = time.monotonic()
+    node.start()
+    while node.leader is None or not node.leader.ready.is_set():
+        time.sleep(0.005)
+    ready = time.monotonic()
+    loaded = len(node.leader.jobs)
+    rss = status_mib("VmRSS")
+    peak = status_mib("VmHWM")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
+    time.sleep(IDLE_SECONDS)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    idle_cpu = usage.ru_utime + usage.ru_stime - cpu0
+    node.stop(grace=0.5)
+    print(json.dumps({
+        "jobs": n, "loaded": loaded, "start_to_ready_s": ready - t0, "election_to_ready_s": ready - elected[0],
+        "rss_mib": rss, "peak_rss_mib": peak, "base_rss_mib": base_rss, "idle_cpu_s": idle_cpu,
+    }))  # fmt: skip
+    return 0
+
+
+def measure_load(n: int, base: Path) -> dict[str, float]:
+    data = base / f"load{n}"
+    t0 = time.monotonic()
+    seed_store(data, n)
+    print(f"  setup: {n} jobs and {n} executions written in {time.monotonic() - t0:.1f}s")
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(data), str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == n, result
+    return result
+
+
+def main_load(n: int) -> int:
+    print(f"command: python bench/scale_bench.py --load-jobs {n}")
+    print(
+        f"date:    {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc={os.cpu_count()}; Python {platform.python_version()}"
+    )
+    print(
+        "setup:   one embedded node in a fresh subprocess on a SQLite store seeded directly; daily jobs, "
+        f"none due during the measurement; idle window {IDLE_SECONDS:g}s"
+    )
+    base = Path(tempfile.mkdtemp(prefix="dcron-scale-"))
+    try:
+        r = measure_load(n, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print()
+    print(
+        f"{'jobs':>7} {'start->ready s':>15} {'election->ready s':>18} {'rss MiB':>8} {'peak MiB':>9} {'idle cpu s':>11}"
+    )
+    print(
+        f"{r['jobs']:>7} {r['start_to_ready_s']:>15.2f} {r['election_to_ready_s']:>18.2f} {r['rss_mib']:>8.1f} "
+        f"{r['peak_rss_mib']:>9.1f} {r['idle_cpu_s']:>11.2f}"
+    )
+    print(f"(rss of the process before the node started: {r['base_rss_mib']:.1f} MiB)")
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        return load_child(Path(sys.argv[2]), int(sys.argv[3]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5000])
+    parser.add_argument("--load-jobs", type=int, metavar="N", help="measure the leader's load of N jobs")
     args = parser.parse_args()
+    if args.load_jobs:
+        return main_load(args.load_jobs)
     print(f"command: python bench/scale_bench.py {' '.join(sys.argv[1:])}".rstrip())
     print(
         f"date:    {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc={os.cpu_count()}; Python {platform.python_version()}"

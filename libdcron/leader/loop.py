@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..abc import EXECUTIONS, JOBS, DocumentStore, Election, Member, Transport
 from ..backoff import Backoff
@@ -109,13 +109,22 @@ class Leader:
     # -- loading ---------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Rebuild the schedule from the store: jobs, runs in progress, lookback."""
+        """Rebuild the schedule from the store: jobs, runs in progress, lookback.
+
+        Three reads, whatever the number of jobs: the enabled jobs (in pages), the runs in
+        progress, and the first attempts within the lookback window (one query, not one per job).
+        """
         self._feed_since = self.store.changes(None)[1]
-        jobs = self.records.enabled_jobs()
+        jobs = self.records.all_enabled_jobs()
         running = self.records.running()
         now = self.clock()
+        ran = self.records.fire_times_since(now - timedelta(seconds=self.state.lookback))
+
+        def attempt_exists(name: str, fire: datetime) -> bool:
+            return (name, fire) in ran
+
         with self._cond:
-            self._submit(self.state.load(jobs, running, now, self.records.attempt_exists))
+            self._submit(self.state.load(jobs, running, now, attempt_exists))
             self._cond.notify_all()
         log.info("leader loaded %d enabled jobs, %d runs in progress", len(jobs), len(running))
 

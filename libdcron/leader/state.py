@@ -30,8 +30,53 @@ LOOKBACK = 300.0
 #: ``attempt_exists(job, fire_time)``: whether attempt 1 of that fire time has an execution.
 AttemptExists = Callable[[str, datetime], bool]
 
+#: Entries of the fire-time memo before it is emptied (it is only a cache).
+MEMO_LIMIT = 1 << 16
 
-@dataclass
+
+class FireTimes:
+    """Fire-time computations memoised by ``(schedule, instant)``.
+
+    Schedules are immutable and their answers deterministic, and jobs share schedules (``@hourly``,
+    ``*/5 * * * *``, the same minute of the day): at election every job asks for the same ``now``,
+    and jobs of one schedule fire together and ask for the same next fire time.  The memo is a
+    plain cache, emptied when it holds :data:`MEMO_LIMIT` entries.
+    """
+
+    __slots__ = ("_after", "_newest")
+
+    def __init__(self) -> None:
+        self._after: dict[tuple[Schedule, datetime], datetime] = {}
+        self._newest: dict[tuple[Schedule, datetime, datetime], datetime | None] = {}
+
+    def next_after(self, schedule: Schedule, after: datetime) -> datetime:
+        key = (schedule, after)
+        found = self._after.get(key)
+        if found is None:
+            found = schedule.next_after(after)
+            if len(self._after) >= MEMO_LIMIT:
+                self._after.clear()
+            self._after[key] = found
+        return found
+
+    def newest_at_or_before(self, schedule: Schedule, at: datetime, not_before: datetime) -> datetime | None:
+        key = (schedule, at, not_before)
+        try:
+            return self._newest[key]
+        except KeyError:
+            pass
+        found = schedule.newest_at_or_before(at, not_before)
+        if len(self._newest) >= MEMO_LIMIT:
+            self._newest.clear()
+        self._newest[key] = found
+        return found
+
+    def clear(self) -> None:
+        self._after.clear()
+        self._newest.clear()
+
+
+@dataclass(slots=True)
 class Run:
     """An attempt the leader has started and not yet seen end."""
 
@@ -49,7 +94,7 @@ class Run:
         return execution_id(job, self.fire_time, self.attempt)
 
 
-@dataclass
+@dataclass(slots=True)
 class JobState:
     job: Job
     schedule: Schedule | None
@@ -60,7 +105,7 @@ class JobState:
     pending: tuple[datetime, bool] | None = None  # (fire time, manual) waiting for the run to end
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Start:
     """A decision: dispatch ``run``, a new attempt of job ``job`` (now the job's run in progress)."""
 
@@ -101,11 +146,17 @@ class LeaderState:
         #: Newest scheduled fire time started per job; survives a disable/enable or an update, so
         #: a fire time already sent ahead (within ``lead``) is not sent again.
         self._last_fire: dict[str, datetime] = {}
+        self._fire_times = FireTimes()
+        #: Names of the jobs with a run in progress (maybe a few stale ones): :meth:`placed` looks at
+        #: these, once a second, not at every job.
+        self._busy: set[str] = set()
 
     def clear(self) -> None:
         """Forget the schedule (stepping down)."""
         self.jobs.clear()
         self._heap.clear()
+        self._busy.clear()
+        self._fire_times.clear()
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -121,6 +172,7 @@ class LeaderState:
         for ex in sorted(running, key=lambda e: (e.fire_time, e.attempt)):
             js = self.jobs.get(ex.job)
             if js is not None:
+                self._busy.add(ex.job)
                 js.run = Run(
                     ex.fire_time,
                     ex.attempt,
@@ -135,7 +187,8 @@ class LeaderState:
                     self._last_fire[ex.job] = max(ex.fire_time, self._last_fire.get(ex.job, ex.fire_time))
                     if js.next_fire is not None and js.next_fire <= ex.fire_time:
                         js.generation = next(self._generations)
-                        self._push(js, js.schedule.next_after(ex.fire_time))  # type: ignore[union-attr]
+                        self._push(js, self._fire_times.next_after(js.schedule, ex.fire_time))  # type: ignore[arg-type]
+        self._fire_times.clear()  # the load's answers (asked at ``now``) are of no further use
         starts = [self._release(js) for js in self.jobs.values()]
         return [s for s in starts if s is not None]
 
@@ -255,7 +308,14 @@ class LeaderState:
 
     def placed(self) -> list[tuple[str, Run]]:
         """Runs in progress that a worker accepted."""
-        return [(name, js.run) for name, js in self.jobs.items() if js.run is not None and js.run.node]
+        placed: list[tuple[str, Run]] = []
+        for name in list(self._busy):
+            js = self.jobs.get(name)
+            if js is None or js.run is None:
+                self._busy.discard(name)
+            elif js.run.node:
+                placed.append((name, js.run))
+        return placed
 
     def tracking(self, exec_id: str) -> bool:
         """Whether ``exec_id`` (``JOB@FIRE_TIME#ATTEMPT``) is the attempt in progress of its job."""
@@ -292,12 +352,14 @@ class LeaderState:
         if attempt_exists is not None:
             self._lookback(js, now, attempt_exists)
         self.jobs[job.name] = js
-        self._push(js, schedule.next_after(max(now, self._last_fire.get(job.name, now))))
+        self._push(js, self._fire_times.next_after(schedule, max(now, self._last_fire.get(job.name, now))))
 
     def _lookback(self, js: JobState, now: datetime, attempt_exists: AttemptExists) -> None:
         """Queue the newest fire time within the lookback window if no attempt of it exists."""
         assert js.schedule is not None
-        newest = js.schedule.newest_at_or_before(now, now - timedelta(seconds=self.lookback))
+        newest = self._fire_times.newest_at_or_before(
+            js.schedule, now, now - timedelta(seconds=self.lookback)
+        )
         if newest is None:
             return
         if attempt_exists(js.job.name, newest):
@@ -308,7 +370,9 @@ class LeaderState:
     def _due(self, js: JobState, fire: datetime) -> Start | None:
         """A fire time of ``js`` is due."""
         assert js.schedule is not None
-        following = js.following if js.following is not None else js.schedule.next_after(fire)
+        following = (
+            js.following if js.following is not None else self._fire_times.next_after(js.schedule, fire)
+        )
         self._push(js, following)
         if js.run is not None:
             log.info(
@@ -330,7 +394,7 @@ class LeaderState:
         """
         assert js.schedule is not None
         js.next_fire = fire
-        js.following = js.schedule.next_after(fire)
+        js.following = self._fire_times.next_after(js.schedule, fire)
         lead = min(self.lead, (js.following - fire).total_seconds() / 2)
         send_at = fire - timedelta(seconds=lead)
         heapq.heappush(self._heap, (send_at, next(self._seq), js.job.name, js.generation, fire))
@@ -350,4 +414,5 @@ class LeaderState:
         if not manual:
             self._last_fire[js.job.name] = max(fire, self._last_fire.get(js.job.name, fire))
         js.run = Run(fire, attempt, manual, tried=set(tried or ()))
+        self._busy.add(js.job.name)
         return Start(js.job.name, js.run)

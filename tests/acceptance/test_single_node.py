@@ -280,7 +280,7 @@ def test_config_file_environment_and_flags(cluster: Cluster, tmp_path: Path) -> 
     config.write_text(f'[client]\nendpoint = "{node.endpoint}"\n')
     # The config file alone says where the node is.
     result = cluster.dcron("--config", str(config), "list", "--json", endpoint="")
-    assert json.loads(result.stdout) == {"jobs": []}
+    assert json.loads(result.stdout) == {"jobs": [], "next": None}
     assert (
         cluster.dcron("list", "--json", endpoint="", extra_env={"DCRON_CONFIG": str(config)}).returncode == 0
     )

@@ -21,6 +21,7 @@ from libdcron.abc import EXECUTIONS, JOBS, Change, Election, Member, Transport
 from libdcron.errors import ConflictError, UnavailableError
 from libdcron.leader import Leader
 from libdcron.model import Execution, Job, Status, execution_id, parse_instant, utcnow
+from libdcron.records import Records
 
 
 class FakeElection(Election):
@@ -159,6 +160,83 @@ def test_lookback_skips_a_fire_time_that_already_has_an_execution(store: SQLiteD
     leader, _, _ = make_leader(store, ["a"], clock=lambda: at("2026-01-01T12:05:30"))
     leader._load()
     assert leader.jobs["j"].pending is None and leader.jobs["j"].run is None
+
+
+class CountingStore:
+    """The store, counting each call by method and collection."""
+
+    def __init__(self, store: SQLiteDocumentStore) -> None:
+        self.inner = store
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def call(*args: Any, **kw: Any) -> Any:
+            self.calls.append((name, str(args[0]) if args else ""))
+            return method(*args, **kw)
+
+        return call
+
+    def count(self, name: str, collection: str) -> int:
+        return self.calls.count((name, collection))
+
+
+def test_lookback_asks_the_store_once_for_every_job(store: SQLiteDocumentStore) -> None:
+    for i in range(30):
+        add_job(store, f"j{i:02d}", "*/2 * * * *")
+    for i in range(0, 30, 2):  # the even jobs ran 12:04 under a previous leader (some retried)
+        for attempt in (1, 2) if i % 4 == 0 else (1,):
+            ex = Execution(f"j{i:02d}", at("2026-01-01T12:04:00"), attempt, "a", Status.SUCCEEDED)
+            store.create(EXECUTIONS, ex.id, ex.to_doc())
+    old = Execution("j01", at("2026-01-01T12:00:00"), 1, "a", Status.SUCCEEDED)  # before the window
+    store.create(EXECUTIONS, old.id, old.to_doc())
+    counting: Any = CountingStore(store)
+    leader = Leader(
+        "L", counting, FakeElection(["a"]), FakeWorkers(store), clock=lambda: at("2026-01-01T12:05:30")
+    )
+    leader._load()
+    for i in range(30):
+        run = leader.jobs[f"j{i:02d}"].run
+        if i % 2:
+            assert run is not None and run.fire_time == at("2026-01-01T12:04:00") and run.attempt == 1
+        else:
+            assert run is None  # already ran: not again
+    assert counting.count("get", EXECUTIONS) == 0
+    assert counting.count("find", EXECUTIONS) == 2  # the runs in progress, and the lookback window
+
+
+def test_fire_times_since_holds_first_attempts_from_the_instant_on(store: SQLiteDocumentStore) -> None:
+    since = at("2026-01-01T12:00:00.500000")
+    for job, fire, attempt in (
+        ("a", "2026-01-01T11:59:59.900000", 1),  # before, in the same whole second as the bound
+        ("b", "2026-01-01T12:00:00", 1),  # before, by half a second
+        ("c", "2026-01-01T12:00:00.500000", 1),  # the instant itself
+        ("d", "2026-01-01T12:00:00.750000", 1),
+        ("e", "2026-01-01T12:04:00", 2),  # not a first attempt
+        ("f", "2026-01-01T12:04:00", 1),
+        ("g", "2026-01-01T12:09:00", 1),  # sent ahead: after now too
+        ("h", "2025-12-31T12:04:00", 1),
+    ):
+        ex = Execution(job, at(fire), attempt, "n", Status.RUNNING)
+        store.create(EXECUTIONS, ex.id, ex.to_doc())
+    assert Records(store).fire_times_since(since) == {
+        ("c", at("2026-01-01T12:00:00.500000")),
+        ("d", at("2026-01-01T12:00:00.750000")),
+        ("f", at("2026-01-01T12:04:00")),
+        ("g", at("2026-01-01T12:09:00")),
+    }
+
+
+def test_all_enabled_jobs_reads_pages_and_shares_repeated_strings(store: SQLiteDocumentStore) -> None:
+    for i in range(7):
+        add_job(store, f"p{i}", "*/2 * * * *", enabled=i != 3, tz="Europe/Paris")
+    counting: Any = CountingStore(store)
+    jobs = Records(counting).all_enabled_jobs(page=2)
+    assert [j.name for j in jobs] == ["p0", "p1", "p2", "p4", "p5", "p6"]
+    assert jobs == [Job.from_doc(store.get(JOBS, j.name)) for j in jobs]
+    assert counting.count("find", JOBS) == 4  # 2 + 2 + 2 + 0
+    assert all(j.schedule is jobs[0].schedule and j.tz is jobs[0].tz for j in jobs)
 
 
 def test_disabled_jobs_are_not_scheduled(store: SQLiteDocumentStore) -> None:

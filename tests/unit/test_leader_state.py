@@ -89,6 +89,44 @@ def test_lookback_waits_behind_a_run_in_progress_at_election() -> None:
     ]
 
 
+def test_jobs_sharing_a_schedule_share_its_fire_times() -> None:
+    state, starts = loaded(*(job(f"j{i}", "*/2 * * * *") for i in range(50)), now=at("2026-01-01T12:05:30"))
+    assert len(starts) == 50 and {s.fire_time for s in starts} == {at("2026-01-01T12:04:00")}
+    assert {js.next_fire for js in state.jobs.values()} == {at("2026-01-01T12:06:00")}
+    # Computed once for all of them: one object each.
+    assert len({id(js.next_fire) for js in state.jobs.values()}) == 1
+    assert len({id(js.following) for js in state.jobs.values()}) == 1
+
+
+def test_fire_time_memo_asks_a_schedule_once_per_instant_and_stays_bounded(monkeypatch: Any) -> None:
+    from libdcron.leader import state as state_module
+
+    class Counted:
+        def __init__(self) -> None:
+            self.asked: list[datetime] = []
+
+        def next_after(self, after: datetime) -> datetime:
+            self.asked.append(after)
+            return after + timedelta(minutes=1)
+
+        def newest_at_or_before(self, at: datetime, not_before: datetime) -> datetime | None:
+            self.asked.append(at)
+            return None
+
+    monkeypatch.setattr(state_module, "MEMO_LIMIT", 4)
+    memo = state_module.FireTimes()
+    schedule: Any = Counted()
+    t = at("2026-01-01T12:00:00")
+    assert [memo.next_after(schedule, t) for _ in range(3)] == [t + timedelta(minutes=1)] * 3
+    assert (
+        memo.newest_at_or_before(schedule, t, t) is None and memo.newest_at_or_before(schedule, t, t) is None
+    )
+    assert schedule.asked == [t, t]
+    for i in range(10):
+        memo.next_after(schedule, t + timedelta(seconds=i))
+    assert len(memo._after) <= 4
+
+
 # -- no overlap -------------------------------------------------------------------------------
 
 
@@ -255,6 +293,23 @@ def test_an_adopted_attempt_is_followed_or_finished() -> None:
     assert retry.attempt == 2 and retry.tried == {"b"}
     assert state.undispatched("d") is retry.run and state.current("d", retry.run) is not None
     assert state.current("d", start.run) is None  # a dispatch of the old attempt is moot
+
+
+def test_placed_lists_the_accepted_runs_in_progress_only() -> None:
+    now = at("2026-01-01T12:05:30")
+    old = Execution("r", at("2026-01-01T12:00:00"), 1, "a", Status.RUNNING, incarnation="i")
+    state = LeaderState()
+    starts = state.load(
+        [job(f"j{i}", "0 0 1 1 *") for i in range(100)] + [job("r", "0 0 1 1 *")], [old], now, never
+    )
+    assert starts == [] and [(n, r.fire_time) for n, r in state.placed()] == [("r", old.fire_time)]
+    start = state.manual(job("j7", "0 0 1 1 *"), now)
+    assert start is not None and len(state.placed()) == 1  # not accepted yet
+    accept(state, start, "b")
+    assert sorted(n for n, _ in state.placed()) == ["j7", "r"]
+    state.reported(old.with_changes(status=Status.SUCCEEDED))
+    state.reported(ended(start, "b", Status.FAILED))
+    assert state.placed() == []
 
 
 def test_clear_forgets_everything() -> None:
