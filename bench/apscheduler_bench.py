@@ -1,0 +1,539 @@
+"""dcron (one embedded ``dcrond``) against APScheduler 3.11 in the same run: burst and sustained load.
+
+Run from the repository root (needs ``pip install -e '.[bench]'``, i.e. ``apscheduler>=3.11,<4``)::
+
+    python bench/apscheduler_bench.py                          # about 3 minutes on 2 cores
+    python bench/apscheduler_bench.py --burst 100,1000 --sustained-jobs 500 --duration 20
+
+Every run of either scheduler is one ``sh`` process whose only command appends its own clock
+(``date +%s.%N``) to a marker file named after the job, so both sides pay the same process cost
+and are measured by the same clock:
+
+- **dcron**: one ``dcrond`` (SQLite store, ``file://`` objects, file-lock election,
+  ``--capacity``) in a temporary folder; jobs are registered with ``SCHEDULE_MANY``
+  (``Client.schedule_many``), interpreter ``sh``, script ``echo $(date +%s.%N) $DCRON_FIRE_TIME >>
+  "DIR/$DCRON_JOB"``.  The node is stopped before APScheduler runs, so they never share the cores.
+- **APScheduler**: a ``BackgroundScheduler`` (memory job store, UTC) with a *thread* pool
+  executor of ``--capacity`` workers; each job calls ``subprocess.run(["sh", "-c", "echo
+  $(date +%s.%N) >> DIR/JOB"])``.  Job defaults: ``misfire_grace_time=None`` (a late run is
+  never dropped: APScheduler's default of 1 s would drop runs instead of making them late),
+  ``coalesce=False``, ``max_instances=1`` (the default; a run whose previous one still runs is
+  skipped and counted).
+
+Figures:
+
+1. **burst**: N jobs all due at the same second (dcron: a 6-field expression ``S M H D Mo *``
+   of an instant ``--lead`` seconds ahead, disabled once they ran; APScheduler: a ``date``
+   trigger at such an instant).  Start lag = the script's clock - the due instant: p50 / p99 / max.
+   For dcron the execution's ``started`` (the worker's clock just before it spawns ``sh``) is
+   printed too.
+2. **sustained**: J jobs every second (dcron ``* * * * * *``, APScheduler ``cron(second="*")``)
+   for D seconds: runs whose fire time is in the window ``[T0, T0 + D)``, against J*D expected,
+   and their lag (script clock - fire time; dcron gives the fire time in ``$DCRON_FIRE_TIME``,
+   APScheduler in its ``EVENT_JOB_SUBMITTED`` events, paired in order with the job's stamps).
+
+Ratios are dcron / APScheduler (below 1: dcron is faster).  Results go to
+``bench/results/apscheduler_bench-TIMESTAMP.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from libdcron.client import Client
+from libdcron.model import parse_instant
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "min": min(values),
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "max": max(values),
+    }
+
+
+def fmt(s: dict[str, float]) -> str:
+    if not s.get("n"):
+        return "no runs"
+    return f"p50 {s['p50']:.3f} s, p99 {s['p99']:.3f} s, max {s['max']:.3f} s (n={s['n']:.0f})"
+
+
+def read_stamps(folder: Path) -> dict[str, list[list[str]]]:
+    """Each marker file's lines, split: ``[clock]`` or ``[clock, fire_time]``."""
+    out: dict[str, list[list[str]]] = {}
+    for path in folder.iterdir():
+        out[path.name] = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    return out
+
+
+def next_whole_second(ahead: float) -> datetime:
+    return datetime.fromtimestamp(math.ceil(time.time() + ahead), UTC)
+
+
+# ----------------------------------------------------------------------------------------------
+# dcron
+
+
+class Dcron:
+    def __init__(self, base: Path, capacity: int) -> None:
+        self.data = base / "dcron-data"
+        self.log = base / "dcrond.log"
+        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.script = base / "stamp.sh"
+        self.stamps_root = base / "dcron-stamps"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DCRON_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "libdcron.daemon", "--data-dir", str(self.data), "--listen", self.endpoint,
+                 "--node-id", "apsbench", "--capacity", str(capacity), "--log-level", "WARNING"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT, env=env,
+            )  # fmt: skip
+        # WARNING hides "leader loaded": wait for the keys and an answer to STATUS instead.
+        wait_for(lambda: (self.data / "keys" / "client.key_secret").exists(), 30, "dcrond keys")
+        self.client = Client(self.endpoint, timeout=60, data_dir=self.data)
+
+        def leader() -> bool:
+            try:
+                return bool(self.client.status().get("is_leader"))
+            except Exception:
+                return False
+
+        wait_for(leader, 30, "dcrond to lead")
+
+    def stamp_dir(self, tag: str) -> tuple[Path, Path]:
+        folder = self.stamps_root / tag
+        folder.mkdir(parents=True)
+        script = self.script.with_name(f"stamp-{tag}.sh")
+        script.write_text(f'echo $(date +%s.%N) $DCRON_FIRE_TIME >> "{folder}/$DCRON_JOB"\n')
+        return folder, script
+
+    def idle(self) -> bool:
+        st = self.client.status()
+        return not st["running"] and not st["outbox"]
+
+    def disable(self, names: list[str]) -> float:
+        t = time.perf_counter()
+        for name in names:
+            self.client.disable(name)
+        return time.perf_counter() - t
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def dcron_burst(dc: Dcron, n: int, lead: float) -> dict[str, Any]:
+    tag = f"burst{n}"
+    folder, script = dc.stamp_dir(tag)
+    names = [f"{tag}-{i:05d}" for i in range(n)]
+    due = next_whole_second(lead)
+    expr = f"{due.second} {due.minute} {due.hour} {due.day} {due.month} *"
+    t = time.perf_counter()
+    reply = dc.client.schedule_many(
+        {"name": name, "schedule": expr, "interpreter": "sh", "script": script} for name in names
+    )
+    reg_s = time.perf_counter() - t
+    assert len(reply["created"]) == n and not reply["failed"], reply["failed"][:3]
+    margin = due.timestamp() - time.time()
+    if margin < 3:
+        raise RuntimeError(f"only {margin:.1f}s left before the due instant; raise --lead")
+    t_due = due.timestamp()
+    time.sleep(max(0.0, t_due - 1.0 - time.time()))
+    cpu0 = cpu_seconds(dc.proc.pid)
+    wait_for(lambda: sum(1 for _ in folder.iterdir()) >= n, 120, f"dcron: {n} burst runs", 0.1)
+    all_in = time.time() - t_due
+    wait_for(dc.idle, 60, "dcron: runs to be recorded")
+    cpu = cpu_seconds(dc.proc.pid) - cpu0
+    lags = [float(lines[0][0]) - t_due for lines in read_stamps(folder).values() if lines]
+    spawn: list[float] = []
+    for name in names:
+        runs = [x for x in dc.client.executions(name, limit=5) if x.get("started")]
+        if runs:
+            spawn.append(min(parse_instant(x["started"]).timestamp() for x in runs) - t_due)
+    dis_s = dc.disable(names)
+    return {
+        "n": n,
+        "expression": expr,
+        "due": due.isoformat(),
+        "register_s": reg_s,
+        "disable_s": dis_s,
+        "lag_s": summary(lags),
+        "spawn_lag_s": summary(spawn),
+        "all_stamped_after_due_s": all_in,
+        "dcrond_cpu_s": cpu,
+    }
+
+
+def dcron_sustained(dc: Dcron, jobs: int, duration: int, warmup: float) -> dict[str, Any]:
+    tag = f"sustained{jobs}"
+    folder, script = dc.stamp_dir(tag)
+    names = [f"{tag}-{i:05d}" for i in range(jobs)]
+    t = time.perf_counter()
+    reply = dc.client.schedule_many(
+        {"name": name, "schedule": "* * * * * *", "interpreter": "sh", "script": script} for name in names
+    )
+    reg_s = time.perf_counter() - t
+    assert len(reply["created"]) == jobs and not reply["failed"], reply["failed"][:3]
+    t0 = next_whole_second(warmup).timestamp()
+    t1 = t0 + duration
+    time.sleep(max(0.0, t0 - time.time()))
+    cpu0 = cpu_seconds(dc.proc.pid)
+    time.sleep(max(0.0, t1 - time.time()))
+    cpu = cpu_seconds(dc.proc.pid) - cpu0
+    time.sleep(2.0)  # runs of the window's last seconds
+    dis_s = dc.disable(names)
+    wait_for(dc.idle, 60, "dcron: sustained runs to end")
+    lags: list[float] = []
+    per_job: dict[str, int] = {}
+    for name, lines in read_stamps(folder).items():
+        count = 0
+        for clock, fire in lines:
+            f = parse_instant(fire).timestamp()
+            if t0 <= f < t1:
+                count += 1
+                lags.append(float(clock) - f)
+        per_job[name] = count
+    runs = sum(per_job.values())
+    return {
+        "jobs": jobs,
+        "duration_s": duration,
+        "window": [datetime.fromtimestamp(t0, UTC).isoformat(), datetime.fromtimestamp(t1, UTC).isoformat()],
+        "register_s": reg_s,
+        "disable_s": dis_s,
+        "expected": jobs * duration,
+        "runs": runs,
+        "jobs_short": sum(1 for name in names if per_job.get(name, 0) < duration),
+        "lag_s": summary(lags),
+        "dcrond_cpu_s": cpu,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# APScheduler
+
+
+class Aps:
+    def __init__(self, base: Path, capacity: int) -> None:
+        from apscheduler.events import (
+            EVENT_JOB_ERROR,
+            EVENT_JOB_MAX_INSTANCES,
+            EVENT_JOB_MISSED,
+            EVENT_JOB_SUBMITTED,
+        )
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.stamps_root = base / "aps-stamps"
+        self.submitted: dict[str, list[float]] = defaultdict(list)
+        self.skipped: dict[str, int] = defaultdict(int)
+        self.lock = threading.Lock()
+        self.sched = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=capacity)},
+            job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1},
+            timezone=UTC,
+        )
+        codes = {
+            EVENT_JOB_MAX_INSTANCES: "max_instances",
+            EVENT_JOB_MISSED: "missed",
+            EVENT_JOB_ERROR: "error",
+        }
+
+        def listen(event: Any) -> None:
+            with self.lock:
+                if event.code == EVENT_JOB_SUBMITTED:
+                    self.submitted[event.job_id].extend(t.timestamp() for t in event.scheduled_run_times)
+                else:
+                    self.skipped[codes[event.code]] += 1
+
+        self.sched.add_listener(
+            listen, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED | EVENT_JOB_ERROR
+        )
+        self.sched.start()
+
+    def stamp_dir(self, tag: str) -> Path:
+        folder = self.stamps_root / tag
+        folder.mkdir(parents=True)
+        with self.lock:
+            self.submitted.clear()
+            self.skipped.clear()
+        return folder
+
+    def stop(self) -> None:
+        if self.sched.running:
+            self.sched.shutdown(wait=True)
+
+
+def run_sh(path: str) -> None:
+    subprocess.run(["sh", "-c", f'echo $(date +%s.%N) >> "{path}"'], check=False)
+
+
+def aps_burst(aps: Aps, n: int, lead: float) -> dict[str, Any]:
+    tag = f"burst{n}"
+    folder = aps.stamp_dir(tag)
+    due = next_whole_second(lead)
+    t = time.perf_counter()
+    for i in range(n):
+        name = f"{tag}-{i:05d}"
+        aps.sched.add_job(run_sh, "date", run_date=due, args=[str(folder / name)], id=name)
+    reg_s = time.perf_counter() - t
+    t_due = due.timestamp()
+    time.sleep(max(0.0, t_due - 1.0 - time.time()))
+    cpu0 = self_cpu()
+    wait_for(lambda: sum(1 for _ in folder.iterdir()) >= n, 120, f"APScheduler: {n} burst runs", 0.1)
+    all_in = time.time() - t_due
+    cpu = self_cpu() - cpu0  # the bench process is the scheduler (its waiting loop costs little)
+    lags = [float(lines[0][0]) - t_due for lines in read_stamps(folder).values() if lines]
+    return {
+        "n": n,
+        "due": due.isoformat(),
+        "register_s": reg_s,
+        "lag_s": summary(lags),
+        "all_stamped_after_due_s": all_in,
+        "skipped": dict(aps.skipped),
+        "scheduler_cpu_s": cpu,
+    }
+
+
+def aps_sustained(aps: Aps, jobs: int, duration: int, warmup: float) -> dict[str, Any]:
+    tag = f"sustained{jobs}"
+    folder = aps.stamp_dir(tag)
+    names = [f"{tag}-{i:05d}" for i in range(jobs)]
+    t = time.perf_counter()
+    for name in names:
+        aps.sched.add_job(run_sh, "cron", second="*", args=[str(folder / name)], id=name)
+    reg_s = time.perf_counter() - t
+    t0 = next_whole_second(warmup).timestamp()
+    t1 = t0 + duration
+    time.sleep(max(0.0, t0 - time.time()))
+    cpu0 = self_cpu()
+    time.sleep(max(0.0, t1 - time.time()))
+    cpu = self_cpu() - cpu0
+    time.sleep(2.0)
+    for name in names:
+        aps.sched.remove_job(name)
+    aps.stop()  # waits for the submitted runs to end
+    stamps = read_stamps(folder)
+    lags: list[float] = []
+    per_job: dict[str, int] = {}
+    unpaired = 0
+    for name in names:
+        fired = aps.submitted.get(name, [])
+        clocks = [float(line[0]) for line in stamps.get(name, [])]
+        unpaired += abs(len(fired) - len(clocks))
+        count = 0
+        for f, clock in zip(fired, clocks, strict=False):  # max_instances=1: one job's runs in order
+            if t0 <= f < t1:
+                count += 1
+                lags.append(clock - f)
+        per_job[name] = count
+    return {
+        "jobs": jobs,
+        "duration_s": duration,
+        "window": [datetime.fromtimestamp(t0, UTC).isoformat(), datetime.fromtimestamp(t1, UTC).isoformat()],
+        "register_s": reg_s,
+        "expected": jobs * duration,
+        "runs": sum(per_job.values()),
+        "jobs_short": sum(1 for name in names if per_job.get(name, 0) < duration),
+        "lag_s": summary(lags),
+        "skipped": dict(aps.skipped),
+        "unpaired_stamps": unpaired,
+        "scheduler_cpu_s": cpu,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--burst", default="100,1000", help="burst sizes, comma-separated [100,1000]")
+    parser.add_argument("--sustained-jobs", type=int, default=200, help="jobs every second [200; try 500]")
+    parser.add_argument("--duration", type=int, default=20, help="sustained window, seconds [20]")
+    parser.add_argument("--capacity", type=int, default=2000, help="dcrond --capacity = APScheduler threads")
+    parser.add_argument("--lead", type=float, default=20.0, help="burst due instant, seconds ahead [20]")
+    parser.add_argument("--warmup", type=float, default=3.0, help="sustained: seconds before the window")
+    args = parser.parse_args()
+    bursts = [int(x) for x in args.burst.split(",") if x.strip()]
+    command = " ".join(["python", "bench/apscheduler_bench.py", *sys.argv[1:]])
+    started = datetime.now(UTC)
+    versions = {
+        "python": platform.python_version(),
+        "dcron": version("dcron"),
+        "apscheduler": version("apscheduler"),
+        "sh": "dash" if Path("/bin/sh").resolve().name == "dash" else Path("/bin/sh").resolve().name,
+    }
+    results: dict[str, Any] = {
+        "command": command,
+        "date": started.isoformat(timespec="seconds"),
+        "host": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+        "versions": versions,
+        "settings": {
+            "capacity": args.capacity,
+            "dcron": "one embedded dcrond (SQLite, file:// objects, file-lock election), SCHEDULE_MANY",
+            "apscheduler": f"BackgroundScheduler, MemoryJobStore, ThreadPoolExecutor(max_workers={args.capacity}), "
+            "misfire_grace_time=None, coalesce=False, max_instances=1",
+            "lag": "script's own `date +%s.%N` - due instant (same clock, same sh command on both sides)",
+        },
+        "dcron": {"burst": [], "sustained": None},
+        "apscheduler": {"burst": [], "sustained": None},
+    }
+    say(f"command: {command}")
+    say(f"date:    {started:%Y-%m-%d %H:%M:%S} UTC; host {results['host']}")
+    say("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    say(f"setup:   dcron {results['settings']['dcron']}, --capacity {args.capacity}")
+    say(f"         APScheduler {results['settings']['apscheduler']}")
+    say(f"lag:     {results['settings']['lag']}")
+
+    with tempfile.TemporaryDirectory(prefix="dcron-aps-bench-") as tmp:
+        base = Path(tmp)
+        say("\n[dcron]")
+        dc = Dcron(base, args.capacity)
+        try:
+            for n in bursts:
+                r = dcron_burst(dc, n, args.lead)
+                results["dcron"]["burst"].append(r)
+                say(f"  burst {n}: lag {fmt(r['lag_s'])}; worker spawn (`started`) {fmt(r['spawn_lag_s'])}; "
+                    f"SCHEDULE_MANY {r['register_s']:.2f} s, dcrond CPU {r['dcrond_cpu_s']:.1f} s")  # fmt: skip
+            r = dcron_sustained(dc, args.sustained_jobs, args.duration, args.warmup)
+            results["dcron"]["sustained"] = r
+            say(f"  sustained {args.sustained_jobs} jobs x {args.duration} s: {r['runs']} / {r['expected']} runs, "
+                f"lag {fmt(r['lag_s'])}; dcrond CPU {r['dcrond_cpu_s']:.1f} s in the window")  # fmt: skip
+        finally:
+            dc.stop()
+        say("\n[APScheduler]")
+        for n in bursts:
+            aps = Aps(base / f"aps-b{n}", args.capacity)
+            try:
+                r = aps_burst(aps, n, min(args.lead, 5.0) if n <= 100 else min(args.lead, 8.0))
+            finally:
+                aps.stop()
+            results["apscheduler"]["burst"].append(r)
+            say(f"  burst {n}: lag {fmt(r['lag_s'])}; skipped {r['skipped'] or 0}; "
+                f"scheduler process CPU {r['scheduler_cpu_s']:.1f} s")  # fmt: skip
+        aps = Aps(base / "aps-s", args.capacity)
+        try:
+            r = aps_sustained(aps, args.sustained_jobs, args.duration, args.warmup)
+        finally:
+            aps.stop()
+        results["apscheduler"]["sustained"] = r
+        say(f"  sustained {args.sustained_jobs} jobs x {args.duration} s: {r['runs']} / {r['expected']} runs, "
+            f"lag {fmt(r['lag_s'])}; skipped {r['skipped'] or 0}; unpaired {r['unpaired_stamps']}; "
+            f"scheduler CPU {r['scheduler_cpu_s']:.1f} s in the window")  # fmt: skip
+
+    rows: list[tuple[str, str, str, str]] = []
+    ratios: dict[str, float | None] = {}
+
+    def row(label: str, key: str, d: float | None, a: float | None, unit: str = "s") -> None:
+        q = ratio(d, a)
+        ratios[key] = q
+        f = (
+            (lambda v: "-" if v is None else f"{v:.3f} {unit}")
+            if unit == "s"
+            else (lambda v: "-" if v is None else f"{v:.0f}")
+        )
+        rows.append((label, f(d), f(a), "-" if q is None else f"{q:.2f}"))
+
+    for d, a in zip(results["dcron"]["burst"], results["apscheduler"]["burst"], strict=True):
+        for p in ("p50", "p99", "max"):
+            row(f"burst {d['n']}: start lag {p}", f"burst{d['n']}_{p}", d["lag_s"].get(p), a["lag_s"].get(p))
+    d, a = results["dcron"]["sustained"], results["apscheduler"]["sustained"]
+    tag = f"sustained {d['jobs']}x{d['duration_s']}s"
+    row(f"{tag}: runs (expected {d['expected']})", "sustained_runs", d["runs"], a["runs"], unit="n")
+    for p in ("p50", "p99"):
+        row(f"{tag}: lag {p}", f"sustained_{p}", d["lag_s"].get(p), a["lag_s"].get(p))
+    results["ratios_dcron_over_apscheduler"] = ratios
+    widths = [
+        max(len(r[i]) for r in [*rows, ("figure", "dcron", "APScheduler 3.11", "dcron/APS")])
+        for i in range(4)
+    ]
+    say(f"\nsummary ({command}, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cpus):")
+    for r in [("figure", "dcron", "APScheduler 3.11", "dcron/APS"), *rows]:
+        say(
+            "  "
+            + "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"apscheduler_bench-{started:%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    say(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
