@@ -191,7 +191,7 @@ class Api(RegistrationApi):
                 f"at most {MAX_DISPATCH_AHEAD:.0f}s are accepted"
             )
         node.resolve_objects(msg.job.script)  # the script must lie in an allowed store
-        return node.worker.dispatch(body)
+        return node.worker.accept(msg)
 
     def finished(self, body: dict[str, Any]) -> dict[str, Any]:
         ex = Finished.from_body(body).execution

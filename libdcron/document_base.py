@@ -12,6 +12,7 @@ value it guards.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .abc import COLLECTIONS
-from .errors import ValidationError
+from .errors import ConflictError, ValidationError
 
 __all__ = [
     "check_after",
@@ -150,3 +151,22 @@ def check_new_docs(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[
         doc_id, body = item
         checked.append((check_doc_id(doc_id), clean_body(body)))
     return checked
+
+
+def next_rev(previous: str | None, body_json: str) -> str:
+    """A CouchDB-like revision ``N-<md5>``: generation number, hash of previous revision and body."""
+    generation = 1
+    if previous:
+        head, _, _ = previous.partition("-")
+        generation = int(head) + 1 if head.isdigit() else 1
+    digest = hashlib.md5(f"{previous or ''}\n{body_json}".encode(), usedforsecurity=False).hexdigest()
+    return f"{generation}-{digest}"
+
+
+def stale_revision(collection: str, doc_id: str, rev: str, current: str | None = None) -> ConflictError:
+    """The error of an update whose revision ``rev`` is not the document's ``current`` one."""
+    now = f" (now {current!r})" if current is not None else ""
+    return ConflictError(
+        f"{collection} document {doc_id!r} changed: revision {rev!r} is stale{now}; "
+        "read it again and reapply the change"
+    )

@@ -107,8 +107,11 @@ class Worker:
             return [h.execution.to_wire() for h in self._runs.values()]
 
     def dispatch(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Handle DISPATCH: accept, decline as busy, or decline as a duplicate."""
-        msg = Dispatch.from_body(body)
+        """Handle a DISPATCH body: see :meth:`accept`."""
+        return self.accept(Dispatch.from_body(body))
+
+    def accept(self, msg: Dispatch) -> dict[str, Any]:
+        """Accept a parsed DISPATCH, or decline it as busy or as a duplicate."""
         job, fire_time, attempt = msg.job, msg.fire_time, msg.attempt
         exec_id = execution_id(job.name, fire_time, attempt)
         with self._lock:

@@ -8,7 +8,6 @@ tests run against it as against SQLite and CouchDB.  :func:`dcron_document_store
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import weakref
@@ -27,6 +26,8 @@ from ..document_base import (
     check_selector_value,
     clean_body,
     dump_json,
+    next_rev,
+    stale_revision,
 )
 from ..errors import ConflictError, DcronError, NotFoundError, ValidationError
 from ..hookspecs import hookimpl
@@ -37,14 +38,6 @@ __all__ = ["MEMORY_SCHEME", "InMemoryDocumentStore", "dcron_document_store"]
 MEMORY_SCHEME = "memory://"
 
 
-def _next_rev(previous: str | None, body_json: str) -> str:
-    """A CouchDB-like revision ``N-<md5>``: generation, then a hash of previous revision and body."""
-    generation = 1
-    if previous:
-        head, _, _ = previous.partition("-")
-        generation = int(head) + 1 if head.isdigit() else 1
-    digest = hashlib.md5(f"{previous or ''}\n{body_json}".encode(), usedforsecurity=False).hexdigest()
-    return f"{generation}-{digest}"
 
 
 def _matches(doc: Mapping[str, Any], field: str, value: Scalar) -> bool:
@@ -165,7 +158,7 @@ class InMemoryDocumentStore(DocumentStore):
         check_collection(collection)
         check_doc_id(doc_id)
         text = dump_json(clean_body(body), sort_keys=True)
-        rev = _next_rev(None, text)
+        rev = next_rev(None, text)
         db = self._check_open()
         with db.lock:
             docs = db.docs.setdefault(collection, {})
@@ -183,7 +176,7 @@ class InMemoryDocumentStore(DocumentStore):
         prepared = []
         for doc_id, body in check_new_docs(docs):
             text = dump_json(body, sort_keys=True)
-            prepared.append((doc_id, text, _next_rev(None, text)))
+            prepared.append((doc_id, text, next_rev(None, text)))
         results: list[str | ConflictError] = []
         db = self._check_open()
         with db.lock:
@@ -212,7 +205,7 @@ class InMemoryDocumentStore(DocumentStore):
         check_collection(collection)
         check_doc_id(doc_id)
         text = dump_json(clean_body(body), sort_keys=True)
-        new_rev = _next_rev(rev, text)
+        new_rev = next_rev(rev, text)
         db = self._check_open()
         with db.lock:
             docs = db.docs.setdefault(collection, {})
@@ -220,10 +213,7 @@ class InMemoryDocumentStore(DocumentStore):
             if current is None:
                 raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
             if current[0] != rev:
-                raise ConflictError(
-                    f"{collection} document {doc_id!r} changed: revision {rev!r} is stale "
-                    f"(now {current[0]!r}); read it again and reapply the change"
-                )
+                raise stale_revision(collection, doc_id, rev, current[0])
             docs[doc_id] = (new_rev, text)
             db.record(collection, doc_id)
         return new_rev

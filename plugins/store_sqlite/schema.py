@@ -11,7 +11,6 @@ since N exactly once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Mapping
@@ -41,14 +40,6 @@ def _body_json(body: Mapping[str, Any]) -> str:
     return dump_json(clean_body(body), sort_keys=True)
 
 
-def _next_rev(previous: str | None, body_json: str) -> str:
-    """A CouchDB-like revision ``N-<md5>``: generation number, hash of previous revision and body."""
-    generation = 1
-    if previous:
-        head, _, _ = previous.partition("-")
-        generation = int(head) + 1 if head.isdigit() else 1
-    digest = hashlib.md5(f"{previous or ''}\n{body_json}".encode(), usedforsecurity=False).hexdigest()
-    return f"{generation}-{digest}"
 
 
 def _expr(field: str) -> str:

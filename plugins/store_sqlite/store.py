@@ -23,6 +23,8 @@ from libdcron.document_base import (
     check_find_args,
     check_new_docs,
     dump_json,
+    next_rev,
+    stale_revision,
 )
 from libdcron.errors import ConflictError, NotFoundError, ValidationError
 
@@ -33,7 +35,6 @@ from .schema import (
     _document,
     _expr,
     _greater,
-    _next_rev,
     _record_change,
     _record_changes,
 )
@@ -85,7 +86,7 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
         table = check_collection(collection)
         check_doc_id(doc_id)
         text = _body_json(body)
-        rev = _next_rev(None, text)
+        rev = next_rev(None, text)
         with self._write(f"create {collection}/{doc_id}") as conn:
             cursor = conn.execute(
                 f"INSERT INTO {table} (id, rev, body) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -103,7 +104,7 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
         prepared = []
         for doc_id, body in check_new_docs(docs):
             text = dump_json(body, sort_keys=True)  # already cleaned
-            prepared.append((doc_id, _next_rev(None, text), text))
+            prepared.append((doc_id, next_rev(None, text), text))
         if not prepared:
             return []
         results: list[str | ConflictError] = []
@@ -138,7 +139,7 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
         table = check_collection(collection)
         check_doc_id(doc_id)
         text = _body_json(body)
-        new_rev = _next_rev(rev, text)
+        new_rev = next_rev(rev, text)
         with self._write(f"update {collection}/{doc_id}") as conn:
             cursor = conn.execute(
                 f"UPDATE {table} SET rev = ?, body = ? WHERE id = ? AND rev = ?", (new_rev, text, doc_id, rev)
@@ -147,10 +148,7 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
                 row = conn.execute(f"SELECT rev FROM {table} WHERE id = ?", (doc_id,)).fetchone()
                 if row is None:
                     raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
-                raise ConflictError(
-                    f"{collection} document {doc_id!r} changed: revision {rev!r} is stale "
-                    f"(now {row[0]!r}); read it again and reapply the change"
-                )
+                raise stale_revision(collection, doc_id, rev, row[0])
             _record_change(conn, collection, doc_id)
         return new_rev
 
