@@ -48,6 +48,7 @@ from libdcron.document_base import (
     check_new_docs,
     check_selector_value,
     clean_body,
+    stale_revision,
 )
 from libdcron.errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
 from libdcron.options import FALSE_WORDS, TRUE_WORDS, flag_option
@@ -159,9 +160,60 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
         if not checked:
             return []
         self._ensure_open()
+        # An id given twice conflicts on its second occurrence without being sent: a server may
+        # otherwise handle duplicates within one _bulk_docs request in any order.
+        seen: set[str] = set()
+        duplicate: dict[int, ConflictError] = {}
+        unique: list[tuple[str, dict[str, Any]]] = []
+        for index, (doc_id, body) in enumerate(checked):
+            if doc_id in seen:
+                duplicate[index] = ConflictError(f"{collection} document {doc_id!r} already exists")
+            else:
+                seen.add(doc_id)
+                unique.append((doc_id, body))
+        sent = self._bulk_create(db, collection, unique)
+        written = iter(sent)
+        return [duplicate[i] if i in duplicate else next(written) for i in range(len(checked))]
+
+    def _bulk_create(
+        self, db: Any, collection: str, checked: list[tuple[str, dict[str, Any]]]
+    ) -> list[str | ConflictError]:
+        """``_bulk_docs`` in requests of :data:`PAGE` documents; per document a revision or a conflict."""
         results: list[str | ConflictError] = []
         for start in range(0, len(checked), PAGE):
-            chunk = checked[start : start + PAGE]
+            page = checked[start : start + PAGE]
+            # Ids that exist already conflict without being sent: pouchdb-server may report a
+            # conflict for a new document of a request that also holds a conflicting one.
+            existing = self._existing(db, collection, [doc_id for doc_id, _ in page])
+            chunk = [(doc_id, body) for doc_id, body in page if doc_id not in existing]
+            answers = iter(self._bulk_docs(db, collection, chunk) if chunk else [])
+            for doc_id, _ in page:
+                if doc_id in existing:
+                    results.append(ConflictError(f"{collection} document {doc_id!r} already exists"))
+                else:
+                    results.append(next(answers))
+        return results
+
+    def _existing(self, db: Any, collection: str, ids: list[str]) -> set[str]:
+        """Which of ``ids`` name documents that exist (one ``_all_docs`` request)."""
+        answer = self._call(
+            f"look up {len(ids)} {collection} ids", db, "POST", "_all_docs", body={"keys": ids}
+        )
+        rows = answer.get("rows") if isinstance(answer, dict) else None
+        if not isinstance(rows, list):
+            raise UnavailableError(f"CouchDB document store {self._where}: unexpected _all_docs answer")
+        return {
+            str(row["id"])
+            for row in rows
+            if isinstance(row, dict) and "id" in row and not (row.get("value") or {}).get("deleted")
+        }
+
+    def _bulk_docs(
+        self, db: Any, collection: str, chunk: list[tuple[str, dict[str, Any]]]
+    ) -> list[str | ConflictError]:
+        """One ``_bulk_docs`` request; per document a revision or a conflict."""
+        results: list[str | ConflictError] = []
+        if chunk:
             what = f"create {len(chunk)} {collection} documents"
             answer = self._call(
                 what,
@@ -213,10 +265,7 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
         except ConflictError:
             # CouchDB answers 409 both for a stale revision and for a document that is not there.
             self.get(collection, doc_id)  # raises NotFoundError when absent
-            raise ConflictError(
-                f"{collection} document {doc_id!r} changed: revision {rev!r} is stale; "
-                "read it again and reapply the change"
-            ) from None
+            raise stale_revision(collection, doc_id, rev) from None
         return _rev_of(result)
 
     def find(
