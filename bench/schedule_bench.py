@@ -10,10 +10,14 @@ For every expression and zone it times the next N fire instants after a fixed st
 
 - **dcron**: ``parse_schedule(expr, tz).next_after(previous)`` (the schedule is parsed once, before
   the clock starts, as the leader does);
-- **croniter** (the installed version): ``croniter(expr, start_in_zone).get_next(datetime)``, with
-  the start an aware datetime in the zone; a 6-field expression is passed with
-  ``second_at_beginning=True`` (croniter's own 6-field form puts the seconds last). ``@every``
-  has no croniter form: its croniter column is empty.
+- **croniter** (the installed version): ``croniter(expr, start_in_zone,
+  implement_cron_bug=True).get_next(datetime)``, with the start an aware datetime in the zone
+  (``implement_cron_bug`` is croniter's form of Debian's day rule, which dcron follows); a 6-field
+  expression is passed with ``second_at_beginning=True`` (croniter's own 6-field form puts the
+  seconds last). ``@every`` has no croniter form: its croniter column is empty.
+
+When the N-th instants differ, a note says so: around DST changes croniter's rules differ from
+Debian's, and a few day fields (``10,*``) croniter reads its own way.
 
 The two runs of a row alternate, repeated until the row has taken ``--budget`` seconds (at least
 ``--min-reps`` times, at most ``--max-reps``), and the fastest run of each is shown: on a shared
@@ -53,6 +57,12 @@ EXPRESSIONS = [
     "0 0 1 1 *",
     "@every 90s",
     "15 3 * * 0",
+    # Debian's day rule: a day-of-month or day-of-week starting with '*' must match with the other.
+    "0 16 */2 * sat",
+    "1 1 1-7 * */7",
+    "1 1 */100,1-7 * MON",
+    "0 0 */2 * 1",
+    "0 12 10,* * 2",  # either rule: every day (croniter reads it as Tuesdays)
 ]
 ZONES = ["UTC", "America/New_York", "Europe/Paris", "Australia/Lord_Howe", "Asia/Kolkata"]
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -78,7 +88,7 @@ def run_croniter(expression: str, tz: str, n: int) -> Callable[[], datetime]:
     seconds_first = len(expression.split()) == 6
 
     def run() -> datetime:
-        cron = croniter(expression, start, second_at_beginning=seconds_first)
+        cron = croniter(expression, start, second_at_beginning=seconds_first, implement_cron_bug=True)
         at = start
         for _ in range(n):
             at = cron.get_next(datetime)
@@ -124,11 +134,11 @@ def main() -> int:
         f"start:   {START.isoformat()}; best of >= {args.min_reps} alternating runs, ~{args.budget}s per row"
     )
     print()
-    header = f"{'expression':<16} {'zone':<20} {'N':>5} {'dcron s':>9} {'croniter s':>10} {'ratio':>6}"
+    header = f"{'expression':<20} {'zone':<20} {'N':>5} {'dcron s':>9} {'croniter s':>10} {'ratio':>6}"
     print(header)
     print("-" * len(header))
     began = time.perf_counter()
-    worst = 0.0
+    worst, worst_row = 0.0, "-"
     notes: list[str] = []
     for expression in args.expressions:
         for tz in args.zones:
@@ -141,17 +151,18 @@ def main() -> int:
             else:
                 theirs_run = run_croniter(expression, tz, n)
                 if theirs_run() != last:
-                    notes.append(f"{expression!r} {tz}: the N-th instants differ (DST rules differ)")
+                    notes.append(f"{expression!r} {tz}: the N-th instants differ (croniter's rules differ)")
                 ours, theirs = measure([ours_run, theirs_run], args.budget, args.min_reps, args.max_reps)
                 theirs_text, ratio_text = f"{theirs:10.4f}", f"{ours / theirs:6.2f}"
-                worst = max(worst, ours / theirs)
+                if ours / theirs > worst:
+                    worst, worst_row = ours / theirs, f"{expression!r} {tz}"
             print(
-                f"{expression:<16} {tz:<20} {n:>5} {ours:9.4f} {theirs_text:>10} {ratio_text:>6}", flush=True
+                f"{expression:<20} {tz:<20} {n:>5} {ours:9.4f} {theirs_text:>10} {ratio_text:>6}", flush=True
             )
     print()
     for note in notes:
         print(f"note: {note}")
-    print(f"largest ratio: {worst:.2f}; bench took {time.perf_counter() - began:.1f} s")
+    print(f"largest ratio: {worst:.2f} ({worst_row}); bench took {time.perf_counter() - began:.1f} s")
     return 0
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConflictError
+from .errors import ConflictError, NotFoundError
 
 # ---------------------------------------------------------------------------------------------
 # Document store
@@ -86,6 +86,18 @@ class DocumentStore(ABC):
         """
 
     @abstractmethod
+    def delete(self, collection: str, doc_id: str, rev: str) -> None:
+        """Delete the document if its current revision is ``rev``.
+
+        Raises :class:`ConflictError` when ``rev`` is stale (the document changed since it was
+        read: read it again and decide again) and :class:`NotFoundError` when the document does
+        not exist (never created, or deleted already).  Afterwards :meth:`get` raises
+        :class:`NotFoundError`, :meth:`find` no longer returns it, and :meth:`create` may insert the
+        id again.  CouchDB keeps a tombstone (``DELETE`` with the revision), SQLite and the
+        in-memory store drop the row.  See :meth:`changes` for what the feed says of a deletion.
+        """
+
+    @abstractmethod
     def find(
         self,
         collection: str,
@@ -126,12 +138,38 @@ class DocumentStore(ABC):
         :class:`UnavailableError` some documents may exist, and a retry reports them as conflicts.
         """
 
+    def update_many(
+        self, collection: str, docs: Sequence[tuple[str, Mapping[str, Any], str]]
+    ) -> list[str | ConflictError | NotFoundError]:
+        """Replace many documents ``(doc_id, body, rev)`` at once, each only if its revision is
+        still ``rev``.
+
+        Returns one result per document, in order: its new revision, or a :class:`ConflictError`
+        (stale revision) or :class:`NotFoundError` (no such document), returned, not raised; the
+        other documents are written regardless.  :class:`UnavailableError` is raised when the store
+        cannot be reached; some documents may have been written by then (a retry of those reports
+        conflicts).  SQLite writes the batch in one transaction, CouchDB posts ``_bulk_docs``.
+        This default calls :meth:`update` once per document; stores override it.
+        """
+        results: list[str | ConflictError | NotFoundError] = []
+        for doc_id, body, rev in docs:
+            try:
+                results.append(self.update(collection, doc_id, body, rev))
+            except (ConflictError, NotFoundError) as exc:
+                results.append(exc)
+        return results
+
     @abstractmethod
     def changes(self, since: str | None, limit: int = 1000) -> tuple[list[Change], str]:
         """Documents changed after the position ``since``, and the position to ask from next.
 
         ``since=None`` means "from now": no changes, and the current position.  Delivery is at
         least once: a change may be reported again, never skipped.  Positions are opaque.
+
+        Deletions: a deleted document may be reported (CouchDB's feed reports its tombstone) or
+        not (SQLite and the in-memory store drop it from their feed, which so holds one entry per
+        existing document and shrinks as documents are deleted).  A reader must cope with both:
+        looking up a reported document that was deleted raises :class:`NotFoundError`.
         """
 
 
@@ -185,6 +223,15 @@ class ObjectStore(ABC):
     @abstractmethod
     def stat(self, url: str) -> ObjectInfo:
         """Size and version token; :class:`NotFoundError` if absent."""
+
+    @abstractmethod
+    def delete(self, url: str) -> None:
+        """Delete the object (all its parts or segments); a missing object is no error.
+
+        Idempotent, so a delete that was interrupted can simply be made again.  Raises
+        :class:`ValidationError` for a URL that names no object of this store and
+        :class:`UnavailableError` when the service cannot be reached or refuses.
+        """
 
     def exists(self, url: str) -> bool:
         from .errors import NotFoundError

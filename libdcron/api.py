@@ -35,7 +35,7 @@ from .model import (
 )
 from .records import Records
 from .redact import redact_url
-from .transport.messages import Dispatch, Finished, RunNow
+from .transport.messages import Dispatch, DispatchBatch, DispatchReply, FinishedBatch, RunNow
 from .transport.protocol import Command
 
 
@@ -174,7 +174,9 @@ class Api(RegistrationApi):
         )
 
     def dispatch(self, body: dict[str, Any]) -> dict[str, Any]:
-        """DISPATCH, from the current leader only, for a sane fire time and attempt."""
+        """DISPATCH, from the current leader only: one run, or many (``runs``), each with a sane
+        fire time and attempt and a script in an allowed store.  A batch is answered run by run:
+        a run that fails its checks is declined (``reason``) without failing the others."""
         node = self.node
         sender = body.get("leader")
         leader = node.election.leader()
@@ -183,19 +185,39 @@ class Api(RegistrationApi):
                 f"DISPATCH from {sender!r} refused: the leader is "
                 f"{leader.node_id if leader else 'not elected'}"
             )
-        msg = Dispatch.from_body(body)
+        if "runs" not in body:
+            msg = Dispatch.from_body(body)
+            self._check_run(msg)
+            return node.worker.accept(msg)
+        batch = DispatchBatch.from_body(body)
+        replies: list[dict[str, Any] | None] = [None] * len(batch.runs)
+        good: list[tuple[int, Dispatch]] = []
+        for i in range(len(batch.runs)):
+            try:
+                msg = batch.parse_run(i)
+                self._check_run(msg)
+            except (ValidationError, ForbiddenError) as exc:
+                replies[i] = DispatchReply(False, reason=f"refused: {exc}").to_body()
+                continue
+            good.append((i, msg))
+        accepted = node.worker.accept_many([msg for _, msg in good]) if good else []
+        for (i, _), reply in zip(good, accepted, strict=True):
+            replies[i] = reply
+        return {"replies": replies}
+
+    def _check_run(self, msg: Dispatch) -> None:
         ahead = (msg.fire_time - utcnow()).total_seconds()
         if ahead > MAX_DISPATCH_AHEAD:
             raise ValidationError(
                 f"DISPATCH fire time {format_instant(msg.fire_time)} is {ahead:.0f}s ahead; "
                 f"at most {MAX_DISPATCH_AHEAD:.0f}s are accepted"
             )
-        node.resolve_objects(msg.job.script)  # the script must lie in an allowed store
-        return node.worker.accept(msg)
+        self.node.resolve_objects(msg.job.script)  # the script must lie in an allowed store
 
     def finished(self, body: dict[str, Any]) -> dict[str, Any]:
-        ex = Finished.from_body(body).execution
-        self.node.local_leader().finished(ex)
+        leader = self.node.local_leader()
+        for ex in FinishedBatch.from_body(body).executions:
+            leader.finished(ex)
         return {}
 
     def run_now(self, body: dict[str, Any]) -> dict[str, Any]:

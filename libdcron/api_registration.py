@@ -17,6 +17,8 @@ from .api_base import (
 from .errors import ConflictError, DcronError, NotFoundError, ValidationError
 from .model import (
     MAX_INTERPRETER,
+    MAX_KEEP_DAYS,
+    MAX_KEEP_RUNS,
     MAX_SCHEDULE,
     MAX_TZ,
     Job,
@@ -27,6 +29,11 @@ from .model import (
 from .records import Records
 from .redact import redact_url
 from .schedule import parse_schedule
+
+
+def _keep(body: dict[str, Any], key: str, most: int) -> int | None:
+    """A retention field: absent or null follows the cluster's setting; 0 sets no limit."""
+    return None if body.get(key) is None else _int(body, key, 0, 0, most)
 
 
 class RegistrationApi:
@@ -60,6 +67,8 @@ class RegistrationApi:
             "timeout": _int(body, "timeout", 0, 0, 366 * 24 * 3600),
             "tz": tz,
             "max_attempts": _int(body, "max_attempts", 3, 1, 100),
+            "keep_runs": _keep(body, "keep_runs", MAX_KEEP_RUNS),
+            "keep_days": _keep(body, "keep_days", MAX_KEEP_DAYS),
         }
         return fields, known[interpreter].suffix
 
@@ -76,7 +85,7 @@ class RegistrationApi:
         except ConflictError:
             if not update:
                 raise ConflictError(
-                    f"a job named {name!r} already exists; pass --update to change it"
+                    f"a job named {name!r} already exists; pass update=True to change it"
                 ) from None
         updated = self._update_job(job)
         return {"job": updated.to_doc(), "created": False, "next": self._next(updated, 1)}
@@ -172,7 +181,7 @@ class RegistrationApi:
                 fail(
                     index,
                     job.name,
-                    ConflictError(f"a job named {job.name!r} already exists; pass update to change it"),
+                    ConflictError(f"a job named {job.name!r} already exists; pass update=True to change it"),
                 )
             else:
                 try:

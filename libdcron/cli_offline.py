@@ -24,7 +24,10 @@ __all__ = ["keygen", "next_"]
 @json_option
 @click.pass_obj
 def keygen(ctx: Ctx, name: str, directory: str, force: bool) -> None:
-    """Create a CurveZMQ key pair NAME.key (public) and NAME.key_secret (mode 0600); no node needed."""
+    """Write a CurveZMQ key pair NAME.key and NAME.key_secret.
+
+    NAME.key is the public key, NAME.key_secret the secret one (mode 0600); no node is needed.
+    """
     folder = Path(directory)
     if not force and ((folder / f"{name}.key").exists() or (folder / f"{name}.key_secret").exists()):
         raise DcronError(f"{folder / name}.key(_secret) exists; pass --force to overwrite it")
@@ -50,7 +53,7 @@ def keygen(ctx: Ctx, name: str, directory: str, force: bool) -> None:
 @json_option
 @click.pass_obj
 def next_(ctx: Ctx, expression: str, tz: str, after: str | None, count: int) -> None:
-    """Print the next fire instants of EXPRESSION (no node needed)."""
+    """Print the next fire times of EXPRESSION (no node needed)."""
     sched = parse_schedule(expression, tz)
     zone = ZoneInfo(tz)
     at = parse_instant(after, "--after") if after else utcnow()

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .cli_context import Ctx, json_option, out
+from .cli_context import Ctx, json_option, out, table
 
 __all__ = ["executions", "list_jobs", "logs", "show", "status"]
 
@@ -43,7 +43,10 @@ def _row(job: dict[str, Any]) -> str:
 @json_option
 @click.pass_obj
 def list_jobs(ctx: Ctx, limit: int | None, after: str | None, state: str, every: bool) -> None:
-    """List jobs by name, one page (--limit, --after) or all of them (--all)."""
+    """List jobs by name, a page at a time or --all.
+
+    A page is --limit jobs named after --after; --all prints every page as it arrives.
+    """
     if every:
         _list_all(ctx, limit or 1000, after, state)
         return
@@ -109,18 +112,27 @@ def show(ctx: Ctx, name: str, count: int) -> None:
 def executions(ctx: Ctx, name: str, limit: int, page: int) -> None:
     """Executions of NAME, newest first."""
     rows = ctx.client.executions(name, limit=limit, page=page)
-    lines = [
-        f"{'FIRE TIME':<22} {'ATT':>3} {'STATUS':<10} {'EXIT':>4} {'NODE':<18} {'STARTED':<28} "
-        f"{'ENDED':<28} LOG"
-    ]
-    for ex in rows:
-        code = "-" if ex["exit_code"] is None else str(ex["exit_code"])
-        lines.append(
-            f"{ex['fire_time']:<22} {ex['attempt']:>3} {ex['status']:<10} {code:>4} {ex['node']:<18} "
-            f"{ex['started'] or '-':<28} {ex['ended'] or '-':<28} {ex['log'] or '-'}"
+    header = ("FIRE TIME", "ATT", "STATUS", "EXIT", "NODE", "STARTED", "ENDED", "LOG")
+    cells = [
+        (
+            ex["fire_time"],
+            str(ex["attempt"]),
+            ex["status"],
+            "-" if ex["exit_code"] is None else str(ex["exit_code"]),
+            ex["node"] or "-",
+            ex["started"] or "-",
+            ex["ended"] or "-",
+            ex["log"] or "-",
         )
+        for ex in rows
+    ]
+    head, *body = table(header, cells, right=(1, 3))
+    indent = " " * head.index("STATUS")
+    lines = [head]
+    for ex, line in zip(rows, body, strict=True):
+        lines.append(line)
         if ex.get("reason"):
-            lines.append(f"{'':<22}     reason: {ex['reason']}")
+            lines.append(f"{indent}reason: {ex['reason']}")
     out(ctx, {"executions": rows, "page": page, "limit": limit}, "\n".join(lines))
 
 
@@ -143,13 +155,23 @@ def logs(ctx: Ctx, execution: str) -> None:
 @json_option
 @click.pass_obj
 def status(ctx: Ctx) -> None:
-    """Show the node, the leader and the members of the cluster."""
+    """Show the node, its cluster and the runs in progress here."""
     reply = ctx.client.status()
     leader = reply["leader"]["node_id"] if reply["leader"] else "none"
+    running = reply["running"]
     lines = [
         f"node: {reply['node']} ({reply['endpoint']})",
         f"leader: {leader}",
         "members: " + ", ".join(m["node_id"] for m in reply["members"]),
-        f"running here: {len(reply['running'])} of {reply['capacity']}",
+        f"running here: {len(running)} of {reply['capacity']}",
     ]
+    if running:
+        header = ("JOB", "FIRE TIME", "ATT", "NODE", "STARTED")
+        cells = [
+            (r["job"], r["fire_time"], str(r["attempt"]), r["node"], r["started"] or "-")
+            for r in sorted(running, key=lambda r: (r["fire_time"], r["job"]))
+        ]
+        lines += ["  " + line for line in table(header, cells, right=(2,))]
+    if reply.get("outbox"):
+        lines.append(f"outbox: {reply['outbox']} journaled write(s) waiting for the store or object storage")
     out(ctx, reply, "\n".join(lines))

@@ -11,6 +11,8 @@ config file is TOML with a ``[node]`` table for ``dcrond`` and a ``[client]`` ta
     objects = "s3://my-bucket/dcron"
     election = "zk://zk1:2181,zk2:2181,zk3:2181/dcron"
     capacity = 8
+    keep_runs = 100         # retention of each job's executions (and their logs)
+    keep_days = 30
 
     [node.options]          # passed to plugins (session_timeout, s3_endpoint_url, ...)
     session_timeout = 4
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ValidationError
+from .model import MAX_KEEP_DAYS, MAX_KEEP_RUNS
 
 DEFAULT_PORT = 7571
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
@@ -74,6 +77,12 @@ class NodeSettings:
     log_cap: int = 10 * 1024 * 1024
     lookback: float = 300.0
     lead: float = 5.0  # at most this many seconds ahead a run is sent (half the gap to the next run at most)
+    #: Retention (libdcron.retention), for jobs that set none of their own: executions of the newest
+    #: ``keep_runs`` fire times of each job that are also at most ``keep_days`` days old are kept
+    #: (0: no limit of that kind); the leader sweeps every ``retention_interval`` seconds.
+    keep_runs: int = 100
+    keep_days: int = 30
+    retention_interval: float = 600.0
     #: CurveZMQ keys (see libdcron.transport.keys): the folder, the cluster's secret key (a file or
     #: its Z85 text), and more trusted public keys (comma-separated Z85 texts or files).
     keys_dir: Path | None = None
@@ -105,6 +114,9 @@ class NodeSettings:
         _integer("log_cap", self.log_cap, minimum=0)
         _seconds("lookback", self.lookback)
         _seconds("lead", self.lead)
+        _integer("keep_runs", self.keep_runs, minimum=0, maximum=MAX_KEEP_RUNS)
+        _integer("keep_days", self.keep_days, minimum=0, maximum=MAX_KEEP_DAYS)
+        _seconds("retention_interval", self.retention_interval)
         if not isinstance(self.options, dict):
             raise ValidationError(f"setting options must be a table, got {self.options!r}")
 
@@ -132,6 +144,9 @@ class NodeSettings:
             log_cap=self.log_cap,
             lookback=float(self.lookback),
             lead=float(self.lead),
+            keep_runs=self.keep_runs,
+            keep_days=self.keep_days,
+            retention_interval=float(self.retention_interval),
             keys_dir=Path(self.keys_dir).expanduser().resolve() if self.keys_dir else data_dir / "keys",
             cluster_key=self.cluster_key,
             client_keys=split_list(self.client_keys),
@@ -149,11 +164,13 @@ def _string(name: str, value: Any, optional: bool = False) -> None:
         raise ValidationError(f"setting {name} must be a string, got {value!r}")
 
 
-def _integer(name: str, value: Any, minimum: int) -> None:
+def _integer(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"setting {name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValidationError(f"setting {name} must be at least {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValidationError(f"setting {name} must be at most {maximum}, got {value!r}")
 
 
 def _seconds(name: str, value: Any) -> None:

@@ -85,6 +85,20 @@ def _write_pidfile(path: Path) -> None:
     "--log-cap", envvar="DCRON_LOG_CAP", type=int, default=None, help="Bytes kept per run log [10 MiB]."
 )
 @click.option(
+    "--keep-runs",
+    envvar="DCRON_KEEP_RUNS",
+    type=int,
+    default=None,
+    help="Executions kept per job: those of its newest N fire times; 0 keeps any number [100].",
+)
+@click.option(
+    "--keep-days",
+    envvar="DCRON_KEEP_DAYS",
+    type=int,
+    default=None,
+    help="Executions kept per job: those of the last D days; 0 keeps any age [30].",
+)
+@click.option(
     "--keys-dir", envvar="DCRON_KEYS_DIR", default=None, help="Folder of CurveZMQ keys [DATA_DIR/keys]."
 )
 @click.option(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import ValidationError
+from .zone_transitions import EMPTY_ZONE
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 100
@@ -25,6 +26,9 @@ MAX_SCHEDULE = 256
 MAX_TZ = 64
 MAX_INTERPRETER = 64
 MAX_LOCATION = 1024
+#: Largest accepted retention limits of a job or a cluster (0 means no limit of that kind).
+MAX_KEEP_RUNS = 1_000_000
+MAX_KEEP_DAYS = 36_500
 
 
 class Status(enum.StrEnum):
@@ -96,6 +100,10 @@ def _int(value: object, what: str, minimum: int, maximum: int) -> int:
     return value
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 @dataclass(frozen=True)
 class Job:
     """A registered job.  Jobs are never deleted, only disabled."""
@@ -110,6 +118,10 @@ class Job:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     enabled: bool = True
     version: int = 1  # bumped on every update; part of the script cache key
+    #: Retention (libdcron.retention): executions of the newest N fire times / of the last D days
+    #: are kept; None follows the cluster's setting, 0 sets no limit of that kind.
+    keep_runs: int | None = None
+    keep_days: int | None = None
     created: str = ""
     updated: str = ""
     rev: str | None = field(default=None, compare=False)
@@ -134,8 +146,14 @@ class Job:
             raise ValidationError("script_sha256 must be 64 lowercase hex digits")
         _int(self.timeout, "timeout", 0, MAX_TIMEOUT)
         _int(self.max_attempts, "max_attempts", 1, 100)
-        if not isinstance(self.tz, str) or not self.tz:
+        if self.keep_runs is not None:
+            _int(self.keep_runs, "keep_runs", 0, MAX_KEEP_RUNS)
+        if self.keep_days is not None:
+            _int(self.keep_days, "keep_days", 0, MAX_KEEP_DAYS)
+        if not isinstance(self.tz, str):
             raise ValidationError("tz must be an IANA time zone name such as Europe/Paris")
+        if not self.tz:
+            raise ValidationError(EMPTY_ZONE)  # the message parse_schedule gives for tz ''
         return self
 
     def to_doc(self) -> dict[str, Any]:
@@ -154,6 +172,11 @@ class Job:
             "created": self.created,
             "updated": self.updated,
         }
+        # Only when set: documents of jobs without them keep their shape (and their size).
+        if self.keep_runs is not None:
+            doc["keep_runs"] = self.keep_runs
+        if self.keep_days is not None:
+            doc["keep_days"] = self.keep_days
         return doc
 
     @classmethod
@@ -172,6 +195,8 @@ class Job:
                 version=int(doc.get("version", 1)),
                 created=doc.get("created", ""),
                 updated=doc.get("updated", ""),
+                keep_runs=_optional_int(doc.get("keep_runs")),
+                keep_days=_optional_int(doc.get("keep_days")),
                 rev=doc.get("_rev"),
             )
         except (KeyError, TypeError, ValueError) as exc:

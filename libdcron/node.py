@@ -30,8 +30,10 @@ from .object_base import check_object_url, within
 from .plugins import Plugins
 from .recorder import Recorder
 from .redact import redact_url
+from .retention import Policy, Retention, RetentionRunner
 from .transport.keys import node_security
-from .transport.messages import Finished
+from .notifier import FinishedNotifier
+from .transport.messages import FinishedBatch
 from .transport.zmq import ZmqTransport
 from .worker import Worker
 
@@ -58,9 +60,12 @@ class Node:
         )
         self.transport = ZmqTransport(security=security)
         self.leader: Leader | None = None
+        #: The retention sweeper, running while this node leads (libdcron.retention).
+        self.retention: RetentionRunner | None = None
         self._leader_lock = threading.Lock()
         self.endpoint = ""
         self._worker: Worker | None = None
+        self._notifier: FinishedNotifier | None = None
         self._stopped = threading.Event()
         #: Tells this process from an earlier one with the same node id: runs recorded by an
         #: earlier incarnation died with it, and the leader marks them lost.
@@ -109,6 +114,7 @@ class Node:
             log.warning(
                 "killed %d leftover process(es) of an earlier incarnation of node %s", killed, self.node_id
             )
+        self._notifier = FinishedNotifier(self._send_finished)
         self._worker = Worker(
             self.node_id,
             self.recorder,
@@ -185,11 +191,16 @@ class Node:
         return self.transport.request(member.endpoint, command, body, timeout=timeout, retries=0)
 
     def _notify_leader(self, ex: Execution) -> None:
+        if self._notifier is not None:
+            self._notifier.add(ex)
+
+    def _send_finished(self, batch: list[Execution]) -> None:
         def local(leader: Leader) -> dict[str, Any]:
-            leader.finished(ex)
+            for ex in batch:
+                leader.finished(ex)
             return {}
 
-        self.to_leader("FINISHED", Finished(ex).to_body(), local, timeout=2.0)
+        self.to_leader("FINISHED", FinishedBatch(batch).to_body(), local, timeout=2.0)
 
     def _on_elected(self) -> None:
         with self._leader_lock:
@@ -198,11 +209,18 @@ class Node:
             s = self.settings
             self.leader = Leader(self.node_id, self.store, self.election, self.transport, s.lookback, s.lead)
             self.leader.start()
+            policy = Policy(s.keep_runs, s.keep_days)
+            sweeper = Retention(self.store, self.resolve_objects, policy)
+            self.retention = RetentionRunner(sweeper, interval=s.retention_interval)
+            self.retention.start()
         log.info("node %s is now the leader", self.node_id)
 
     def _on_deposed(self) -> None:
         with self._leader_lock:
             leader, self.leader = self.leader, None
+            retention, self.retention = self.retention, None
+        if retention is not None:
+            retention.stop(timeout=None)  # on the election's thread: only ask it to stop
         if leader is not None:
             log.warning("node %s stepped down; its in-memory schedule is discarded", self.node_id)
             threading.Thread(target=leader.stop, name="dcron-stepdown", daemon=True).start()
@@ -210,7 +228,9 @@ class Node:
     def stop(self, grace: float = 5.0) -> None:
         """Step down, finish or hand back running jobs, close everything."""
         self._stopped.set()
-        leader = self.leader
+        leader, retention = self.leader, self.retention
+        if retention is not None:
+            retention.stop()
         try:
             self.election.stop()
         except DcronError as exc:
@@ -219,6 +239,8 @@ class Node:
             leader.stop()
         if self._worker is not None:
             self._worker.stop(grace)
+        if self._notifier is not None:
+            self._notifier.close()
         self.transport.close()
         if self.recorder is not None:
             self.recorder.close()

@@ -8,6 +8,7 @@ filesystem and hands it to :class:`FsspecObjectStore`, which holds what they sha
   temporary file next to its target and is renamed into place, so a half-done download never
   shows under the target's name),
 * ranged reads with exact boundaries,
+* deletes, for which a missing object is no error,
 * the version token of :meth:`~libdcron.abc.ObjectStore.stat`,
 * creating the bucket or container (or parent directories) on the first write that needs it,
 * reading the plugins' numeric options (:func:`number_option`, from :mod:`libdcron.options`).
@@ -209,6 +210,17 @@ class FsspecObjectStore(ObjectStore):
         path = self.path_of(url)
         with self._translated("uploading to", url, reading=False):
             self._upload(path, lambda target: self.fs.pipe_file(target, bytes(data)))
+
+    # -- deleting ------------------------------------------------------------------------------
+
+    def delete(self, url: str) -> None:
+        """``fs.rm_file``; a missing object, bucket or container is no error."""
+        path = self.path_of(url)
+        with self._translated("deleting", url, reading=False):
+            try:
+                self.fs.rm_file(path)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return  # no object there (a "directory" is none either)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -42,7 +42,9 @@ cover the direct child, not what it forks.  The start-up sweep covers them all, 
 Pids found by a sweep are signalled a moment after they were read, and the group by its number
 (reserved while any member lives), so a pid reused in that instant could be hit; the kernel hands
 pids out in order, which makes that reuse unlikely.  A sweep reads every process's environment,
-about 4 us a process: one sweep ends a run that left nothing behind.
+about 4 us a process: one sweep ends a run that left nothing behind, and with a cgroup not even
+that (one read of its ``cgroup.procs``: a process leaves a cgroup only with privileges; the
+start-up sweep still finds one that did by its marker).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ MARKER_VAR = "DCRON_RUN_MARKER"
 #: How long the SIGKILL rounds go on before giving up on a process that does not die.
 KILL_DEADLINE = 5.0
 _POLL = 0.02
+#: Empty cgroups of ended runs kept for the next runs (each run otherwise makes and removes one).
+FREE_CGROUPS = 256
 
 
 def node_key(data_dir: str | os.PathLike[str], node_id: str) -> str:
@@ -150,6 +154,7 @@ class ProcessTree:
         #: ``<mount>/dcron/<node-key>``, when cgroups are to be tried.
         self.node_cgroup: Path | None = mount / CGROUP_FOLDER / node_key if mount else None
         self._incarnation_cgroup: Path | None = None
+        self._free: list[Path] = []  # empty cgroups of ended runs, for the next runs
         self._cgroups_off = False
         self._lock = threading.Lock()
         if self.node_cgroup is None:
@@ -167,9 +172,23 @@ class ProcessTree:
             log.debug("runs are contained without cgroups (%s): process group and marker only", reason)
 
     def run(self, token: str | None = None) -> RunTree:
-        """The containment of one new run (its cgroup is made now, if cgroups are in use)."""
-        token = token or secrets.token_hex(8)
+        """The containment of one new run: an empty cgroup of an ended run when there is one
+        (making and removing a cgroup costs the kernel milliseconds), else a new one."""
+        if token is None:
+            with self._lock:
+                if self._free and not self._cgroups_off:
+                    path = self._free.pop()
+                    return RunTree(self, f"{self.node_key}:{self.incarnation}:{path.name}", path)
+            token = secrets.token_hex(8)
         return RunTree(self, f"{self.node_key}:{self.incarnation}:{token}", self._make_cgroup(token))
+
+    def _release(self, path: Path) -> bool:
+        """Keep the empty cgroup of an ended run for the next run; False when enough are kept."""
+        with self._lock:
+            if len(self._free) >= FREE_CGROUPS or self._incarnation_cgroup != path.parent:
+                return False
+            self._free.append(path)
+            return True
 
     def _make_cgroup(self, token: str) -> Path | None:
         with self._lock:
@@ -232,6 +251,7 @@ class ProcessTree:
         A cgroup still holding processes stays (for the next start-up sweep).
         """
         with self._lock:
+            self._free.clear()
             if self._incarnation_cgroup is not None:
                 remove_cgroup(self._incarnation_cgroup)
                 self._incarnation_cgroup = None
@@ -306,6 +326,19 @@ class RunTree:
         pids.discard(os.getpid())
         return pids
 
+    def _first_look(self) -> set[int]:
+        """The run's live processes as its cgroup has them, else as the marker sweep finds them.
+
+        With a cgroup the usual end of a run (nothing left behind) costs one read of
+        ``cgroup.procs`` instead of a sweep of every process's environment: a process cannot
+        leave its cgroup without privileges.  Once anything is found, ending uses both.
+        """
+        if self.cgroup is not None:
+            pids = cgroup_pids(self.cgroup)
+            pids.discard(os.getpid())
+            return pids
+        return self.members()
+
     def end(self, main: subprocess.Popen[Any] | None = None, grace: float = 2.0) -> set[int]:
         """End every process of the run: SIGTERM, up to ``grace`` seconds if any lives on, SIGKILL.
 
@@ -314,7 +347,7 @@ class RunTree:
         once a call found nothing left, later ones return at once.
         """
         with self._lock:
-            pids = set() if self._ended else self.members()
+            pids = set() if self._ended else self._first_look()
             if not pids and (main is None or main.poll() is not None):
                 # The usual end of a run, nothing left behind: one sweep.  A process of the group
                 # that is neither in the cgroup nor marked still gets its SIGKILL.
@@ -354,8 +387,12 @@ class RunTree:
             return pids
 
     def close(self) -> None:
-        """Remove the run's cgroup (once empty); the run must have ended."""
+        """Give the run's cgroup back for another run, or remove it (once empty); the run must
+        have ended."""
         if self.cgroup is not None:
+            if _reusable(self.cgroup) and self.tree._release(self.cgroup):
+                self.cgroup = None
+                return
             deadline = time.monotonic() + 1.0
             while not remove_cgroup(self.cgroup):
                 if time.monotonic() > deadline:
@@ -363,3 +400,13 @@ class RunTree:
                     return
                 time.sleep(_POLL)
             self.cgroup = None
+
+
+def _reusable(path: Path) -> bool:
+    """Whether the cgroup ``path`` is empty: no process, no child cgroup (a run may make some)."""
+    try:
+        if cgroup_pids(path):
+            return False
+        return not any(entry.is_dir(follow_symlinks=False) for entry in os.scandir(path))
+    except OSError:
+        return False

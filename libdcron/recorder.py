@@ -1,6 +1,9 @@
 """Durable execution records: write now, or journal on disk and write when the store is back.
 
-The worker never loses an execution because the document store is down.  Each write that fails
+The worker never loses an execution because the document store is down.  Writes are batched:
+:meth:`Recorder.create_many` inserts the runs of one DISPATCH in one bulk write, and
+:meth:`Recorder.complete_later` queues a run's end for a writer thread that completes every queued
+run in one bulk write (``update_many``; one SQLite transaction, one CouchDB ``_bulk_docs``).  Each write that fails
 with :class:`UnavailableError` is journaled as one JSON file under ``<node dir>/outbox`` and a
 background thread replays the journal in order, with exponential backoff, until it succeeds.  The
 journal survives a restart of the node.  Log uploads that fail are journaled the same way; the
@@ -46,6 +49,8 @@ MAX_BACKOFF_ENV = "DCRON_OUTBOX_MAX_BACKOFF"
 UPLOAD_SUFFIX = ".upload.json"
 #: Re-reads of a document that changed under a write before the write waits for the next pass.
 CONFLICT_RETRIES = 10
+#: Most ends the writer completes in one bulk write.
+BATCH = 500
 
 
 class _LogPending(UnavailableError):
@@ -86,21 +91,51 @@ class Recorder:
         self._stop = threading.Event()
         self._seq = 0
         self._deferrals: dict[str, int] = {}  # failed passes of each journaled log-URL write
+        #: Journaled document writes, counted when last looked at; None: look again.  Only this
+        #: process adds entries (and resets it then); the replay only removes them.
+        self._pending_count: int | None = None
+        self._queue: list[Execution] = []  # ends waiting for the writer
+        self._queued = threading.Condition()
+        self._writing = 0  # ends taken by the writer and not written yet
         self._thread = threading.Thread(target=self._replay_loop, name="dcron-outbox", daemon=True)
         self._thread.start()
+        self._writer = threading.Thread(target=self._write_loop, name="dcron-recorder", daemon=True)
+        self._writer.start()
 
     def close(self) -> None:
+        """Write (or journal) the queued ends, then stop."""
+        self.flush(timeout=10.0)
         self._stop.set()
         self._wake.set()
+        with self._queued:
+            self._queued.notify_all()
         self._thread.join(timeout=5)
+        self._writer.join(timeout=5)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every end queued by :meth:`complete_later` is written or journaled."""
+        deadline = time.monotonic() + timeout
+        with self._queued:
+            while self._queue or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._writer.is_alive():
+                    return False
+                self._queued.wait(left)
+        return True
 
     def pending(self) -> int:
-        """Journaled writes and uploads not replayed yet."""
-        return len(list(self.outbox.glob("*.json")))
+        """Writes not in the store yet: journaled writes and uploads, and queued ends."""
+        with self._queued:
+            queued = len(self._queue) + self._writing
+        return queued + len(list(self.outbox.glob("*.json")))
 
     def _pending_writes(self) -> int:
         """Journaled document writes (not uploads): a new write must queue behind them."""
-        return sum(1 for path in self.outbox.glob("*.json") if not path.name.endswith(UPLOAD_SUFFIX))
+        count = self._pending_count
+        if count is None or count > 0:
+            count = sum(1 for path in self.outbox.glob("*.json") if not path.name.endswith(UPLOAD_SUFFIX))
+            self._pending_count = count
+        return count
 
     # -- the three writes of an execution's life ----------------------------------------------
 
@@ -119,6 +154,72 @@ class Recorder:
                 log.warning("document store unavailable, journaling %s: %s", execution.id, exc)
         self._journal({"op": "create", "id": execution.id, "doc": execution.to_doc()})
         return False
+
+    def create_many(self, executions: list[Execution]) -> list[bool | ConflictError]:
+        """Insert many attempts' documents in one bulk write: per attempt True, a ConflictError
+        (someone else runs it), or False when the store is unreachable and the insert was journaled."""
+        if self._pending_writes() == 0:
+            try:
+                results = self.records.create_executions(executions)
+            except UnavailableError as exc:
+                log.warning("document store unavailable, journaling %d new runs: %s", len(executions), exc)
+            else:
+                with self._lock:
+                    for ex, result in zip(executions, results, strict=True):
+                        if isinstance(result, str):
+                            self._revs[ex.id] = result
+                return [r if isinstance(r, ConflictError) else True for r in results]
+        out: list[bool | ConflictError] = []
+        for ex in executions:
+            self._journal({"op": "create", "id": ex.id, "doc": ex.to_doc()})
+            out.append(False)
+        return out
+
+    def complete_later(self, execution: Execution) -> None:
+        """Queue the end of an attempt; the writer records it with the others queued meanwhile."""
+        with self._queued:
+            self._queue.append(execution)
+            self._queued.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._queued:
+                while not self._queue and not self._stop.is_set():
+                    self._queued.wait(1.0)
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue[:BATCH], self._queue[BATCH:]
+                self._writing = len(batch)
+            try:
+                self._complete_batch(batch)
+            except Exception:
+                log.exception("recorder: writing %d ends failed; journaling them", len(batch))
+                for ex in batch:
+                    self._journal({"op": "complete", "id": ex.id, "doc": ex.to_doc()})
+            finally:
+                with self._queued:
+                    self._writing = 0
+                    self._queued.notify_all()
+
+    def _complete_batch(self, batch: list[Execution]) -> None:
+        with self._lock:
+            revs = [(ex, self._revs.pop(ex.id, None)) for ex in batch]
+        known = [(ex, rev) for ex, rev in revs if rev is not None]
+        rest = [ex for ex, rev in revs if rev is None]
+        if known and self._pending_writes() == 0:
+            try:
+                results = self.records.update_executions(known)
+            except UnavailableError as exc:
+                log.warning("document store unavailable, journaling %d ends: %s", len(known), exc)
+                for ex, _ in known:
+                    self._journal({"op": "complete", "id": ex.id, "doc": ex.to_doc()})
+            else:
+                # Changed meanwhile (marked lost, log set): read each one and decide.
+                rest += [ex for (ex, _), r in zip(known, results, strict=True) if not isinstance(r, str)]
+        else:
+            rest += [ex for ex, _ in known]
+        for ex in rest:
+            self.complete(ex)
 
     def complete(self, execution: Execution) -> None:
         """Record the end of an attempt (never overwrites another attempt's document)."""
@@ -168,6 +269,7 @@ class Recorder:
             tmp = self.outbox / f".{name}.tmp"
             tmp.write_text(json.dumps(op))
             os.replace(tmp, self.outbox / name)
+            self._pending_count = None
         self._wake.set()
 
     def _apply(self, op: dict[str, Any]) -> None:

@@ -163,6 +163,16 @@ class Records:
         """Replace an attempt's document if its revision is still ``rev`` (else ConflictError)."""
         return self.store.update(EXECUTIONS, ex.id, ex.to_doc(), rev)
 
+    def create_executions(self, executions: list[Execution]) -> list[str | ConflictError]:
+        """Insert many attempts in one bulk write: per attempt its revision or a ConflictError."""
+        return self.store.create_many(EXECUTIONS, [(ex.id, ex.to_doc()) for ex in executions])
+
+    def update_executions(
+        self, items: list[tuple[Execution, str]]
+    ) -> list[str | ConflictError | NotFoundError]:
+        """Replace many attempts ``(execution, rev)`` in one bulk write (see ``update_many``)."""
+        return self.store.update_many(EXECUTIONS, [(ex.id, ex.to_doc(), rev) for ex, rev in items])
+
     def running(self) -> list[Execution]:
         return [Execution.from_doc(d) for d in self.store.find(EXECUTIONS, {"status": Status.RUNNING.value})]
 
@@ -238,3 +248,18 @@ class Records:
             return False
         self.change_execution(exec_id, change)
         return True
+
+    # -- retention (libdcron.retention) ----------------------------------------------------------
+
+    def oldest_executions(self, job: str, limit: int) -> list[Execution]:
+        """A job's executions, oldest fire time (then attempt) first: the other end of
+        :meth:`executions`' index range."""
+        docs = self.store.find(
+            EXECUTIONS, {"job": job}, sort=[("fire_time", False), ("attempt", False)], limit=limit
+        )
+        return [Execution.from_doc(d) for d in docs]
+
+    def delete_execution(self, ex: Execution) -> None:
+        """Delete an attempt's document if its revision is still ``ex.rev``: :class:`ConflictError`
+        when it changed since it was read, :class:`NotFoundError` when it is gone already."""
+        self.store.delete(EXECUTIONS, ex.id, ex.rev or "")

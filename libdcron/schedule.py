@@ -9,6 +9,10 @@ A :class:`Schedule` is built by :func:`parse_schedule` from one of:
 * ``@every <duration>`` (see :func:`parse_duration`): every multiple of the duration since the Unix
   epoch, in UTC, whatever the time zone, so every leader computes the same instants.
 
+Fields are read as Debian cron reads them (:mod:`~libdcron.cron_fields`), with its day rule: when
+the day-of-month or the day-of-week field starts with ``*``, a day must match both; otherwise either.
+Only ASCII spaces and tabs separate fields.
+
 Fire times follow Debian cron around daylight-saving changes.  A *fixed-time* job (a 5-field
 expression whose minute and hour fields both do not start with ``*``) whose wall time is skipped
 by a spring-forward change runs once, at the instant of the change; one whose wall time is
@@ -19,8 +23,9 @@ How the fire times are found: croniter steps over *naive* wall times; the offset
 constant between transitions, so a wall time found in the segment of the current offset is a fire
 instant unless a transition lies between the start and that instant, in which case the search
 continues from the transition with the new offset.  Transitions are found by comparing offsets
-(and bisecting) over short spans, and from a per-zone, per-year table over long ones.  The
-common case costs one croniter step.  The one assumption: a zone never changes its offset twice
+(and bisecting) over short spans, from cached per-zone day blocks over a few days, and from a
+per-zone, per-year table over long ones (:mod:`~libdcron.zone_transitions`).  The common case
+costs one croniter step (croniter gets the canonical numbers of each field, and the day rule).  The one assumption: a zone never changes its offset twice
 within :data:`~libdcron.zone_transitions._STEP` (three hours).
 
 Errors: every bad input raises :class:`~libdcron.errors.ValidationError` naming what was wrong;
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +59,18 @@ _MAX_TRANSITIONS = 1000  # transitions crossed by one search before giving up
 _NEAR = timedelta(hours=50)
 _BEFORE_WALL = timedelta(hours=25)
 _LONG = timedelta(hours=96)  # a found instant farther than this from ``low`` is far
+
+
+def _split(expression: str) -> list[str]:
+    """The fields of ``expression``: only ASCII spaces and tabs separate them, as in Debian cron."""
+    for index, char in enumerate(expression):
+        if char.isspace() and char not in " \t":
+            name = unicodedata.name(char, "a control character")
+            raise ValidationError(
+                f"invalid cron expression {expression!r}: U+{ord(char):04X} ({name}) at position "
+                f"{index + 1}: only ASCII spaces and tabs separate fields; retype it as a space"
+            )
+    return expression.split()
 
 
 @functools.lru_cache(maxsize=16384)
@@ -87,7 +105,7 @@ class Schedule:
         self._lock = threading.Lock()
         self.fixed_time = False
 
-        words = expression.split()
+        words = _split(expression)
         if not words:
             raise ValidationError(f"invalid cron expression {expression!r}: it is empty")
         if words[0].startswith("@"):

@@ -2,22 +2,25 @@
 
 Life of one attempt on a worker:
 
-1. ``DISPATCH`` arrives with the job, its fire instant and the attempt number.  A worker at its
-   concurrency limit declines.  Otherwise it inserts the attempt's execution document (status
-   ``running``); a conflict means another worker already runs this very attempt, and it declines
-   as a duplicate.  Then it accepts.
-2. It fetches the script into a local cache (keyed by location and version, or by sha256), checks
-   the sha256 when the job has one, and waits for the fire instant (the leader sends runs a little
-   ahead so the process starts on time).
-3. It starts the interpreter contained (:mod:`libdcron.proctree`: a cgroup where the host allows
-   it, a new session, an environment marker), with stdout and stderr interleaved into one log
-   file, capped in size with a visible marker.
-4. When the main process exits, whatever it left behind is ended; at the job's timeout the whole
-   tree is killed and ``timeout`` recorded.
-5. It uploads the log to object storage and completes the execution document.
+1. ``DISPATCH`` arrives carrying one or many runs (job, fire instant, attempt).  A worker at its
+   concurrency limit declines a run as busy.  It inserts the execution documents of the runs it
+   takes (status ``running``, no start time yet) in one bulk write; a conflict means another
+   worker already runs that very attempt, and that run is declined as a duplicate.
+2. A preparing thread fetches the script into a local cache (:mod:`libdcron.scripts`); the run
+   then waits for its fire instant on a timer (the leader sends runs a little ahead so the
+   process starts on time).
+3. A spawning thread starts the interpreter contained (:mod:`libdcron.proctree`: a cgroup where
+   the host allows it, a new session, an environment marker), stdout and stderr interleaved into
+   one pipe.
+4. The worker's event loop (:mod:`libdcron.runloop`, one thread for every run) copies the pipe
+   into the log file, capped in size with a visible marker, and sees the main process exit (a
+   ``pidfd``); at the job's timeout it has the whole tree killed and ``timeout`` recorded.
+5. A finishing thread ends whatever the run left behind, uploads the log to object storage and
+   completes the execution document (the recorder writes completions in batches).
 
-Every store or storage failure is journaled by :class:`~libdcron.recorder.Recorder`: nothing that
-ran goes unrecorded.
+So a worker's threads are a fixed few (the loop and three small pools), whatever the number of
+runs in flight.  Every store or storage failure is journaled by
+:class:`~libdcron.recorder.Recorder`: nothing that ran goes unrecorded.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -33,33 +37,75 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .abc import Interpreter, ObjectStore
-from .backoff import Backoff, retry
-from .errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
+from .errors import ConflictError, DcronError
 from .model import Execution, Job, Status, execution_id, format_instant, utcnow
 from .proctree import ProcessTree, RunTree, node_key
 from .recorder import Recorder
+from .runloop import RunLoop, Timer
+from .scripts import ScriptCache
 from .transport.messages import Dispatch, DispatchReply
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOG_CAP = 10 * 1024 * 1024
 KILL_GRACE = 2.0
+#: How long a run's log pipe may stay open after its process tree ended (something escaped).
+DRAIN_WAIT = 5.0
+SPAWN_THREADS = 6
+FINISH_THREADS = 12
+SPAWN_THREADS = 6
+FINISH_THREADS = 12
 
 
-@dataclass
+@dataclass(eq=False)
 class RunHandle:
     execution: Execution
     job: Job
     process: subprocess.Popen[bytes] | None = None
     cancelled: bool = False
     started: bool = False  # the process is being or has been spawned
-    #: Set when the node stops: a run still waiting for its fire instant gives up at once.
-    stopping: threading.Event = field(default_factory=threading.Event)
+    timed_out: bool = False
+    done: bool = False  # its end is being recorded
+    interpreter: Interpreter | None = None
+    script: Path | None = None
+    start_timer: Timer | None = None  # set once prepared: waits for the fire instant
+    deadline: Timer | None = None  # the job's timeout
+    tree: RunTree | None = None
+    workdir: str | None = None
+    log_path: Path | None = None
+    output: CappedLog | None = None
+    spawned: datetime | None = None  # when the process was spawned
+    drained: threading.Event = field(default_factory=threading.Event)
+
+
+class CappedLog:
+    """A run's log file: past ``cap`` bytes, output is counted and discarded."""
+
+    def __init__(self, path: Path, cap: int) -> None:
+        self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self.cap = cap
+        self.written = self.dropped = 0
+
+    def write(self, chunk: bytes) -> None:
+        room = self.cap - self.written
+        if room > 0:
+            self.file.write(chunk[:room])
+            self.written += min(room, len(chunk))
+        self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def close(self) -> None:
+        if self.dropped:
+            self.file.write(
+                f"\n[dcron: log truncated at {self.cap} bytes; {self.dropped} more bytes discarded]\n".encode()
+            )
+        self.file.close()
 
 
 class Worker:
@@ -87,9 +133,8 @@ class Worker:
         self.log_cap = log_cap
         self.notify = notify
         self.incarnation = incarnation
-        self.cache_dir = work_dir / "scripts"
+        self.scripts = ScriptCache(work_dir / "scripts", resolve_objects)
         self.spool_dir = work_dir / "logs"
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._runs: dict[str, RunHandle] = {}
         self._lock = threading.Lock()
@@ -98,7 +143,11 @@ class Worker:
         self.containment = containment or ProcessTree(
             node_key(work_dir, node_id), incarnation or uuid.uuid4().hex[:12]
         )
-        self._trees: dict[str, RunTree] = {}  # by execution id, while the process runs
+        self._loop = RunLoop("dcron-runs")
+        # Spawning and ending wait on the kernel (fork, cgroups, fsync) more than on Python.
+        self._prepare = ThreadPoolExecutor(4, thread_name_prefix="dcron-prepare")
+        self._spawn = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="dcron-spawn")
+        self._finish = ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="dcron-finish")
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -107,60 +156,262 @@ class Worker:
             return [h.execution.to_wire() for h in self._runs.values()]
 
     def dispatch(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Handle a DISPATCH body: see :meth:`accept`."""
+        """Handle a single-run DISPATCH body: see :meth:`accept`."""
         return self.accept(Dispatch.from_body(body))
 
     def accept(self, msg: Dispatch) -> dict[str, Any]:
         """Accept a parsed DISPATCH, or decline it as busy or as a duplicate."""
-        job, fire_time, attempt = msg.job, msg.fire_time, msg.attempt
-        exec_id = execution_id(job.name, fire_time, attempt)
+        return self.accept_many([msg])[0]
+
+    def accept_many(self, msgs: list[Dispatch]) -> list[dict[str, Any]]:
+        """Accept or decline each run; the accepted ones' documents are inserted in one write."""
+        replies: list[dict[str, Any] | None] = [None] * len(msgs)
+        new: list[tuple[int, RunHandle]] = []
         with self._lock:
-            if exec_id in self._runs:
-                return DispatchReply(True, self.node_id).to_body()  # a retried DISPATCH
-            if self._stopping:
-                return DispatchReply(False, reason="stopping").to_body()
-            if len(self._runs) >= self.capacity:
-                return DispatchReply(False, reason="busy").to_body()
-            now = utcnow()
-            execution = Execution(
-                job=job.name,
-                fire_time=fire_time,
-                attempt=attempt,
-                node=self.node_id,
-                status=Status.RUNNING,
-                started=max(now, fire_time),
-                manual=msg.manual,
-                incarnation=self.incarnation,
-            )
-            handle = RunHandle(execution, job)
-            self._runs[exec_id] = handle
+            for i, msg in enumerate(msgs):
+                exec_id = execution_id(msg.job.name, msg.fire_time, msg.attempt)
+                if exec_id in self._runs:
+                    replies[i] = DispatchReply(True, self.node_id).to_body()  # a retried DISPATCH
+                elif self._stopping:
+                    replies[i] = DispatchReply(False, reason="stopping").to_body()
+                elif len(self._runs) >= self.capacity:
+                    replies[i] = DispatchReply(False, reason="busy").to_body()
+                else:
+                    execution = Execution(
+                        job=msg.job.name,
+                        fire_time=msg.fire_time,
+                        attempt=msg.attempt,
+                        node=self.node_id,
+                        status=Status.RUNNING,
+                        manual=msg.manual,
+                        incarnation=self.incarnation,
+                    )
+                    handle = RunHandle(execution, msg.job)
+                    self._runs[exec_id] = handle
+                    new.append((i, handle))
         try:
-            self.recorder.create(execution)
-        except ConflictError:
-            with self._lock:
-                self._runs.pop(exec_id, None)
-            return DispatchReply(False, duplicate=True).to_body()
+            results = self.recorder.create_many([h.execution for _, h in new]) if new else []
         except BaseException:
             with self._lock:
-                self._runs.pop(exec_id, None)
+                for _, h in new:
+                    self._runs.pop(h.execution.id, None)
             raise
-        threading.Thread(target=self._run, args=(handle,), name=f"run-{exec_id}", daemon=True).start()
-        log.info("accepted %s", exec_id, extra={"job": job.name, "execution": exec_id})
-        return DispatchReply(True, self.node_id).to_body()
+        for (i, handle), result in zip(new, results, strict=True):
+            if isinstance(result, ConflictError):
+                with self._lock:
+                    self._runs.pop(handle.execution.id, None)
+                replies[i] = DispatchReply(False, duplicate=True).to_body()
+                continue
+            replies[i] = DispatchReply(True, self.node_id).to_body()
+            ex = handle.execution
+            log.info("accepted %s", ex.id, extra={"job": ex.job, "execution": ex.id})
+            self._prepare.submit(self._prepared, handle)
+        return [r or DispatchReply(False, reason="busy").to_body() for r in replies]
 
-    # -- one run -------------------------------------------------------------------------------
+    # -- one run: prepare, wait, spawn ---------------------------------------------------------
 
-    def _run(self, handle: RunHandle) -> None:
+    def _prepared(self, handle: RunHandle) -> None:
+        """Look up the interpreter and fetch the script, then wait for the fire instant."""
+        ex, job = handle.execution, handle.job
+        try:
+            interp = self.interpreters().get(job.interpreter)
+            if interp is None:
+                self._fail(handle, f"unknown interpreter {job.interpreter!r} on node {self.node_id}")
+                return
+            reason = interp.unavailable_reason()
+            if reason:
+                self._fail(handle, f"{reason} (node {self.node_id})")
+                return
+            try:
+                handle.script = self.scripts.fetch(job, interp.suffix)
+            except DcronError as exc:
+                self._fail(handle, str(exc))
+                return
+            handle.interpreter = interp
+            delay = max(0.0, (ex.fire_time - utcnow()).total_seconds())
+            with self._lock:
+                if not handle.cancelled:
+                    handle.start_timer = self._loop.call_at(
+                        time.monotonic() + delay, lambda: self._spawn.submit(self._start, handle)
+                    )
+                    return
+            self._lost_before_start(handle)
+        except Exception as exc:
+            log.exception("run %s crashed while preparing", ex.id)
+            self._fail(handle, f"worker error: {exc!r}")
+            return
+
+    def _fail(self, handle: RunHandle, reason: str) -> None:
         ex = handle.execution
+        log.warning("%s cannot start: %s", ex.id, reason, extra={"job": ex.job, "execution": ex.id})
+        self._record(handle, ex.with_changes(status=Status.ERROR, ended=utcnow(), reason=reason))
+
+    def _lost_before_start(self, handle: RunHandle) -> None:
+        ex = handle.execution
+        self._record(handle, ex.with_changes(status=Status.LOST, ended=utcnow(), reason="node shut down before the start"))
+
+    def _start(self, handle: RunHandle) -> None:
+        """Spawn the run's process (a spawning thread), then hand its pipe and exit to the loop."""
+        ex, job = handle.execution, handle.job
+        assert handle.interpreter is not None and handle.script is not None
+        env = {
+            **os.environ,
+            "DCRON_JOB": job.name,
+            "DCRON_FIRE_TIME": format_instant(ex.fire_time),
+            "DCRON_EXECUTION_ID": ex.id,
+            "DCRON_ATTEMPT": str(ex.attempt),
+            "DCRON_NODE": self.node_id,
+        }
+        with self._lock:
+            if handle.cancelled:
+                self._lost_before_start(handle)
+                return
+            handle.started = True
         try:
-            final = self._execute(handle)
-        except Exception as exc:  # never let a run thread die without a record
+            handle.workdir = tempfile.mkdtemp(prefix="dcron-run-")
+            tree = handle.tree = self.containment.run()  # its cgroup, process group and marker
+            handle.spawned = utcnow()
+            try:
+                proc = tree.popen(
+                    handle.interpreter.command(str(handle.script)),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=handle.workdir,
+                    env=env,
+                )
+            except OSError as exc:
+                tree.close()
+                _rmtree(handle.workdir)
+                self._fail(handle, f"cannot start {job.interpreter}: {exc}")
+                return
+            handle.process = proc
+            handle.log_path = self.spool_dir / f"{hashlib.sha256(ex.id.encode()).hexdigest()[:24]}.log"
+            handle.output = CappedLog(handle.log_path, self.log_cap)
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)
+            pidfd = os.pidfd_open(proc.pid)
+        except Exception as exc:
+            log.exception("run %s crashed while starting", ex.id)
+            if handle.process is not None:
+                _kill_group(handle.process, handle.tree)
+            self._fail(handle, f"worker error: {exc!r}")
+            return
+        self._loop.call_soon(lambda: self._watch(handle, pidfd))
+
+    # -- one run: the loop's callbacks (the loop's thread; never block) --------------------------
+
+    def _watch(self, handle: RunHandle, pidfd: int) -> None:
+        proc = handle.process
+        assert proc is not None and proc.stdout is not None
+        out = proc.stdout.fileno()
+        self._loop.add_reader(out, lambda: self._on_output(handle, out))
+        self._loop.add_reader(pidfd, lambda: self._on_exit(handle, pidfd))
+        if handle.job.timeout:
+            handle.deadline = self._loop.call_at(
+                time.monotonic() + handle.job.timeout, lambda: self._on_timeout(handle)
+            )
+
+    def _on_output(self, handle: RunHandle, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            assert handle.output is not None
+            handle.output.write(chunk)
+            return
+        self._close_output(handle)
+
+    def _close_output(self, handle: RunHandle) -> None:
+        if handle.drained.is_set():
+            return
+        proc = handle.process
+        assert proc is not None and proc.stdout is not None and handle.output is not None
+        self._loop.remove_reader(proc.stdout.fileno())
+        proc.stdout.close()
+        handle.output.close()
+        handle.drained.set()
+
+    def _on_exit(self, handle: RunHandle, pidfd: int) -> None:
+        self._loop.remove_reader(pidfd)
+        os.close(pidfd)
+        if handle.deadline is not None:
+            handle.deadline.cancel()
+        self._finish.submit(self._end, handle)
+
+    def _on_timeout(self, handle: RunHandle) -> None:
+        proc = handle.process
+        if proc is None or proc.poll() is not None:
+            return
+        handle.timed_out = True
+        self._finish.submit(_kill_group, proc, handle.tree)  # its exit then ends the run
+
+    # -- one run: the end (a finishing thread) ---------------------------------------------------
+
+    def _end(self, handle: RunHandle) -> None:
+        ex, job = handle.execution, handle.job
+        proc, tree = handle.process, handle.tree
+        assert proc is not None and tree is not None
+        try:
+            code = proc.wait()
+            if not handle.timed_out:
+                # The run ends with its main process: whatever it left behind (detached, in
+                # another session, double-forked) is ended now, which also closes the log pipe.
+                left = tree.end(None, KILL_GRACE)
+                if left:
+                    log.info(
+                        "%s: ended %d process(es) the run left behind",
+                        ex.id,
+                        len(left),
+                        extra={"job": job.name, "execution": ex.id},
+                    )
+            if not handle.drained.wait(DRAIN_WAIT):  # a process that escaped holds the pipe open
+                _kill_group(proc, tree)
+                if not handle.drained.wait(1.0):
+                    self._loop.call_soon(lambda: self._close_output(handle))
+                    handle.drained.wait(5.0)
+            tree.end(None, KILL_GRACE)  # (a no-op when it has ended already)
+            ended = utcnow()
+            status, reason = Status.SUCCEEDED, None
+            if handle.timed_out:
+                status, reason = Status.TIMEOUT, f"killed after the job's timeout of {job.timeout}s"
+            elif handle.cancelled:
+                status, reason = Status.LOST, f"node {self.node_id} shut down mid-run"
+            elif code != 0:
+                status = Status.FAILED
+                if code < 0:
+                    reason = f"killed by signal {-code}"
+            log_url = self.objects.url_for(f"logs/{job.name}/{format_instant(ex.fire_time)}/{ex.attempt}.log")
+            assert handle.log_path is not None
+            uploaded = self.recorder.upload_log(str(handle.log_path), log_url, ex.id)
+            if handle.workdir:
+                _rmtree(handle.workdir)
+            final = ex.with_changes(
+                status=status,
+                started=handle.spawned,
+                ended=ended,
+                exit_code=code,
+                reason=reason,
+                log=log_url if uploaded else None,
+            )
+        except Exception as exc:  # never let a run end without a record
             log.exception("run %s crashed", ex.id)
-            final = ex.with_changes(status=Status.ERROR, ended=utcnow(), reason=f"worker error: {exc!r}")
+            final = ex.with_changes(
+                status=Status.ERROR, started=handle.spawned, ended=utcnow(), reason=f"worker error: {exc!r}"
+            )
+        self._record(handle, final)
+
+    def _record(self, handle: RunHandle, final: Execution) -> None:
+        """Record an attempt's end, once, and tell the leader."""
+        ex = handle.execution
+        with self._lock:
+            if handle.done:
+                return
+            handle.done = True
         try:
-            self.recorder.complete(final)
-        except DcronError as exc:
-            log.error("could not record the end of %s: %s", ex.id, exc)
+            self.recorder.complete_later(final)  # written with the other ends queued meanwhile
         finally:
             with self._lock:
                 self._runs.pop(ex.id, None)
@@ -172,208 +423,43 @@ class Worker:
             except Exception as exc:
                 log.info("could not tell the leader that %s ended (it will read the store): %s", ex.id, exc)
 
-    def _fail(self, ex: Execution, reason: str) -> Execution:
-        log.warning("%s cannot start: %s", ex.id, reason, extra={"job": ex.job, "execution": ex.id})
-        return ex.with_changes(status=Status.ERROR, ended=utcnow(), reason=reason)
-
-    def _execute(self, handle: RunHandle) -> Execution:
-        ex, job = handle.execution, handle.job
-        interp = self.interpreters().get(job.interpreter)
-        if interp is None:
-            return self._fail(ex, f"unknown interpreter {job.interpreter!r} on node {self.node_id}")
-        reason = interp.unavailable_reason()
-        if reason:
-            return self._fail(ex, f"{reason} (node {self.node_id})")
-        try:
-            script = self._fetch_script(job, interp.suffix)
-        except DcronError as exc:
-            return self._fail(ex, str(exc))
-        delay = (ex.fire_time - utcnow()).total_seconds()
-        if (delay > 0 and handle.stopping.wait(delay)) or handle.cancelled:
-            return ex.with_changes(
-                status=Status.LOST, ended=utcnow(), reason="node shut down before the start"
-            )
-        return self._spawn(handle, interp, script)
-
-    def _fetch_script(self, job: Job, suffix: str) -> Path:
-        store = self.resolve_objects(job.script)
-        if job.script_sha256:
-            key = job.script_sha256
-        else:
-            info = self._with_retries(lambda: store.stat(job.script), f"script {job.script}")
-            key = hashlib.sha256(f"{job.script}\0{info.version}".encode()).hexdigest()
-        path = self.cache_dir / f"{key}{suffix}"
-        if path.exists():
-            return path
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".fetch-")
-        os.close(fd)
-        try:
-            self._with_retries(lambda: store.get_file(job.script, tmp), f"script {job.script}")
-            if job.script_sha256:
-                digest = _sha256_file(tmp)
-                if digest != job.script_sha256:
-                    raise ValidationError(
-                        f"script {job.script} has sha256 {digest}, but the job expects {job.script_sha256}; "
-                        "re-register the job with the new script"
-                    )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
-
-    @staticmethod
-    def _with_retries(call: Callable[[], Any], what: str, tries: int = 4) -> Any:
-        try:
-            return retry(call, (UnavailableError,), backoff=Backoff(0.5, 4.0), tries=tries)
-        except NotFoundError:
-            raise NotFoundError(f"{what} not found in object storage") from None
-        except UnavailableError as exc:
-            raise UnavailableError(f"object storage unavailable while fetching {what}: {exc}") from None
-
-    def _spawn(self, handle: RunHandle, interp: Interpreter, script: Path) -> Execution:
-        ex, job = handle.execution, handle.job
-        log_path = self.spool_dir / f"{hashlib.sha256(ex.id.encode()).hexdigest()[:24]}.log"
-        env = {
-            **os.environ,
-            "DCRON_JOB": job.name,
-            "DCRON_FIRE_TIME": format_instant(ex.fire_time),
-            "DCRON_EXECUTION_ID": ex.id,
-            "DCRON_ATTEMPT": str(ex.attempt),
-            "DCRON_NODE": self.node_id,
-        }
-        with self._lock:
-            if handle.cancelled:
-                return ex.with_changes(
-                    status=Status.LOST, ended=utcnow(), reason="node shut down before the start"
-                )
-            handle.started = True
-        workdir = tempfile.mkdtemp(prefix="dcron-run-")
-        tree = self.containment.run()  # its cgroup, process group and marker
-        started = utcnow()
-        try:
-            proc = tree.popen(
-                interp.command(str(script)),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                env=env,
-            )
-        except OSError as exc:
-            tree.close()
-            _rmtree(workdir)
-            return self._fail(ex, f"cannot start {job.interpreter}: {exc}")
-        with self._lock:
-            self._trees[ex.id] = tree
-        handle.process = proc
-        try:
-            assert proc.stdout is not None
-            copier = threading.Thread(
-                target=_copy_capped, args=(proc.stdout, log_path, self.log_cap), daemon=True
-            )
-            copier.start()
-            status, reason = Status.SUCCEEDED, None
-            try:
-                code = proc.wait(timeout=job.timeout or None)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc, tree)
-                code = proc.returncode
-                status, reason = Status.TIMEOUT, f"killed after the job's timeout of {job.timeout}s"
-            else:
-                # The run ends with its main process: whatever it left behind (detached, in
-                # another session, double-forked) is ended now, which also closes the log pipe.
-                left = tree.end(None, KILL_GRACE)
-                if left:
-                    log.info(
-                        "%s: ended %d process(es) the run left behind",
-                        ex.id,
-                        len(left),
-                        extra={"job": job.name, "execution": ex.id},
-                    )
-            copier.join(timeout=5)
-            if copier.is_alive():  # a process that escaped the containment holds the log pipe open
-                _kill_group(proc, tree)
-                copier.join()
-        finally:
-            with self._lock:
-                self._trees.pop(ex.id, None)
-            tree.end(None, KILL_GRACE)  # (a no-op when it has ended already)
-        ended = utcnow()
-        if handle.cancelled and status is not Status.TIMEOUT:
-            status, reason = Status.LOST, f"node {self.node_id} shut down mid-run"
-        elif status is Status.SUCCEEDED and code != 0:
-            status = Status.FAILED
-            if code is not None and code < 0:
-                reason = f"killed by signal {-code}"
-        log_url = self.objects.url_for(f"logs/{job.name}/{format_instant(ex.fire_time)}/{ex.attempt}.log")
-        uploaded = self.recorder.upload_log(str(log_path), log_url, ex.id)
-        _rmtree(workdir)
-        return ex.with_changes(
-            status=status,
-            started=started,
-            ended=ended,
-            exit_code=code,
-            reason=reason,
-            log=log_url if uploaded else None,
-        )
-
     # -- shutdown ------------------------------------------------------------------------------
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop accepting; kill runs still going after ``grace`` seconds and record them lost."""
+        waiting: list[RunHandle] = []
         with self._lock:
             self._stopping = True
             for h in self._runs.values():
                 if not h.started:
                     h.cancelled = True  # not started yet: recorded lost, so the leader runs it elsewhere
-                    h.stopping.set()
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
+                    if h.start_timer is not None:
+                        h.start_timer.cancel()
+                        waiting.append(h)
+        for h in waiting:
+            self._finish.submit(self._lost_before_start, h)
+        if not self._wait_idle(grace):
             with self._lock:
-                if not self._runs:
-                    self.containment.close()
-                    return
-            time.sleep(0.1)
-        with self._lock:
-            handles = [(h, self._trees.get(h.execution.id)) for h in self._runs.values()]
-        for h, tree in handles:
-            h.cancelled = True
-            if h.process is not None and (h.process.poll() is None or tree is not None):
-                _kill_group(h.process, tree)  # the whole tree, even when the main process is gone
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._runs:
-                    break
-            time.sleep(0.1)
+                handles = list(self._runs.values())
+            for h in handles:
+                h.cancelled = True
+                if h.process is not None and (h.process.poll() is None or h.tree is not None):
+                    _kill_group(h.process, h.tree)  # the whole tree, even when the main process is gone
+            self._wait_idle(10.0)
+        for pool in (self._prepare, self._spawn, self._finish):
+            pool.shutdown(wait=False)
+        self._loop.close()
         self.containment.close()
 
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _copy_capped(stream: Any, log_path: Path, cap: int) -> None:
-    """Copy the process's output to ``log_path``; past ``cap`` bytes, count and discard."""
-    written = dropped = 0
-    with open(log_path, "wb") as out:
-        fd = stream.fileno()
+    def _wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            room = cap - written
-            if room > 0:
-                out.write(chunk[:room])
-                written += min(room, len(chunk))
-            dropped += max(0, len(chunk) - max(room, 0))
-        if dropped:
-            out.write(f"\n[dcron: log truncated at {cap} bytes; {dropped} more bytes discarded]\n".encode())
-    stream.close()
+            with self._lock:
+                if not self._runs:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], tree: RunTree | None) -> None:
@@ -399,6 +485,4 @@ def _kill_group(proc: subprocess.Popen[bytes], tree: RunTree | None) -> None:
 
 
 def _rmtree(path: str) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)

@@ -1,8 +1,11 @@
 """Time zones and their transitions: changes of a zone's UTC offset, found fast.
 
 A :class:`Transition` is found by comparing offsets and bisecting (:func:`_locate`) over spans of
-up to three hours, by sampling every three hours (:func:`_scan`) over spans of up to four days, and
-from a per-zone, per-year table (:func:`_year_transitions`, cached) over longer ones.
+up to three hours, from per-zone day blocks (:func:`_sampled`: each UTC day sampled every three
+hours, once, then cached) over spans of up to four days, and from a per-zone, per-year table
+(:func:`_year_transitions`, cached) over longer ones.  A leader asks about the same few days for
+every job of a zone, so the common check ("no change between these two instants") is a few
+dictionary look-ups.
 The one assumption: a zone never changes its offset twice within :data:`_STEP` (three hours).
 Instants here are naive UTC datetimes.  :func:`load_zone` and :func:`to_naive_utc` raise
 :class:`~libdcron.errors.ValidationError` for an unknown zone or a naive moment.
@@ -18,12 +21,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from libdcron.errors import ValidationError
 
-__all__ = ["Transition", "first_transition", "last_transition", "load_zone", "offset_at", "to_naive_utc"]
+__all__ = [
+    "EMPTY_ZONE",
+    "Transition",
+    "first_transition",
+    "last_transition",
+    "load_zone",
+    "offset_at",
+    "to_naive_utc",
+]
 
 _EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
 _STEP = timedelta(hours=3)  # a zone is assumed never to change its offset twice within this
-_SCAN_LIMIT = timedelta(days=4)  # spans up to this long are sampled, longer ones use the year tables
+_SCAN_LIMIT = timedelta(days=4)  # spans up to this long use the day blocks, longer ones the year tables
+_DAY = timedelta(days=1)
+_US = timedelta(microseconds=1)
+_ZERO = timedelta(0)
+_MAX_BLOCKS = 1 << 16  # day blocks cached per zone (about 180 years' worth); then they start over
+# Per zone, the transitions in each UTC day (day number since the epoch -> (day start, day end]).
+_BLOCKS: dict[ZoneInfo, dict[int, tuple[Transition, ...]]] = {}
 
 
 class Transition(NamedTuple):
@@ -34,7 +51,14 @@ class Transition(NamedTuple):
     after: timedelta
 
 
+#: The one message for an empty time zone, wherever one is given (``--tz ''``, a job's ``tz``).
+EMPTY_ZONE = "time zone is empty: give an IANA name such as Europe/Paris, or leave it out for UTC"
+
+
 def load_zone(tz: str) -> ZoneInfo:
+    """The zone named ``tz``; raise :class:`ValidationError` if it is empty or unknown."""
+    if tz == "":
+        raise ValidationError(EMPTY_ZONE)
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, OSError, TypeError):
@@ -95,10 +119,7 @@ def _year_transitions(zone: ZoneInfo, year: int) -> tuple[Transition, ...]:
 
 
 def _scan(zone: ZoneInfo, low: datetime, high: datetime) -> list[Transition]:
-    """The transitions of ``zone`` in (``low``, ``high``], found by sampling every :data:`_STEP`.
-
-    For spans of a few days: cheaper than building the tables of the years they touch.
-    """
+    """The transitions of ``zone`` in (``low``, ``high``], found by sampling every :data:`_STEP`."""
     fromutc = zone.fromutc
     cursor, end = low.replace(tzinfo=zone), high.replace(tzinfo=zone)  # UTC values, as in the tables
     offset = fromutc(cursor).utcoffset()
@@ -113,21 +134,30 @@ def _scan(zone: ZoneInfo, low: datetime, high: datetime) -> list[Transition]:
     return found
 
 
-def _transitions(
-    zone: ZoneInfo, low: datetime, high: datetime, *, reverse: bool = False
-) -> Iterator[Transition]:
-    """The transitions of ``zone`` in (``low``, ``high``], in order (latest first if ``reverse``)."""
-    if high <= low:
-        return
-    if high - low <= _STEP:
-        before = offset_at(zone, low)
-        if offset_at(zone, high) != before:
-            yield _locate(zone, low, high, before)
-        return
-    if high - low <= _SCAN_LIMIT:
-        sampled = _scan(zone, low, high)
-        yield from reversed(sampled) if reverse else sampled
-        return
+def _sampled(zone: ZoneInfo, low: datetime, high: datetime) -> list[Transition]:
+    """The transitions of ``zone`` in (``low``, ``high``], from the cached day blocks.
+
+    For spans of a few days: cheaper than building the tables of the years they touch, and, once
+    the blocks are cached (a leader asks about the same few days for every job of a zone), a few
+    dictionary look-ups.
+    """
+    blocks = _BLOCKS.get(zone)
+    if blocks is None or len(blocks) > _MAX_BLOCKS:
+        blocks = _BLOCKS[zone] = {}
+    found: list[Transition] = []
+    for day in range((low - _EPOCH) // _DAY, (high - _EPOCH - _US) // _DAY + 1):
+        block = blocks.get(day)
+        if block is None:
+            begin = _EPOCH + day * _DAY
+            block = blocks[day] = tuple(_scan(zone, begin, begin + _DAY))
+        for change in block:
+            if low < change.at <= high:
+                found.append(change)
+    return found
+
+
+def _tabled(zone: ZoneInfo, low: datetime, high: datetime, reverse: bool) -> Iterator[Transition]:
+    """The transitions of ``zone`` in (``low``, ``high``], from the year tables."""
     years = range(low.year, high.year + 1)
     for year in reversed(years) if reverse else years:
         changes = _year_transitions(zone, year)
@@ -136,11 +166,31 @@ def _transitions(
                 yield change
 
 
+def _short(zone: ZoneInfo, low: datetime, high: datetime) -> Transition | None:
+    """The transition in (``low``, ``high``], a span of at most :data:`_STEP`, or None."""
+    before = offset_at(zone, low)
+    if offset_at(zone, high) != before:
+        return _locate(zone, low, high, before)
+    return None
+
+
 def first_transition(zone: ZoneInfo, low: datetime, high: datetime) -> Transition | None:
     """The first transition of ``zone`` in (``low``, ``high``], or None."""
-    return next(_transitions(zone, low, high), None)
+    span = high - low
+    if span <= _STEP:
+        return _short(zone, low, high) if span > _ZERO else None
+    if span <= _SCAN_LIMIT:
+        found = _sampled(zone, low, high)
+        return found[0] if found else None
+    return next(_tabled(zone, low, high, False), None)
 
 
 def last_transition(zone: ZoneInfo, low: datetime, high: datetime) -> Transition | None:
     """The last transition of ``zone`` in (``low``, ``high``], or None."""
-    return next(_transitions(zone, low, high, reverse=True), None)
+    span = high - low
+    if span <= _STEP:
+        return _short(zone, low, high) if span > _ZERO else None
+    if span <= _SCAN_LIMIT:
+        found = _sampled(zone, low, high)
+        return found[-1] if found else None
+    return next(_tabled(zone, low, high, True), None)

@@ -20,7 +20,7 @@ from ..backoff import Backoff
 from ..errors import DcronError, NotFoundError, UnavailableError
 from ..model import Execution, Job, Status, execution_id, format_instant, utcnow
 from ..records import Records
-from ..transport.messages import Dispatch, DispatchReply
+from ..transport.messages import MAX_DISPATCH_RUNS, Dispatch, DispatchBatch, DispatchReply
 from .state import LOOKBACK, JobState, LeaderState, Run, Start
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class Leader:
         self._pool = ThreadPoolExecutor(max_workers=dispatch_threads, thread_name_prefix="dcron-dispatch")
         self._threads: list[threading.Thread] = []
         self._feed_since: str | None = None
+        #: Attempts to dispatch, queued by :meth:`_submit`; the dispatcher sends them in batches.
+        self._outgoing: list[tuple[str, Run]] = []
+        self._outgoing_ready = threading.Event()
         self.ready = threading.Event()
 
     @property
@@ -79,7 +82,12 @@ class Leader:
     def start(self) -> None:
         with self._cond:
             self._active = True
-        for target, name in ((self._main, "dcron-leader"), (self._feed_loop, "dcron-leader-feed")):
+        threads = (
+            (self._main, "dcron-leader"),
+            (self._feed_loop, "dcron-leader-feed"),
+            (self._dispatch_loop, "dcron-leader-dispatch"),
+        )
+        for target, name in threads:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -90,6 +98,8 @@ class Leader:
             self._active = False
             self.state.clear()
             self._retry.clear()
+            self._outgoing.clear()
+            self._outgoing_ready.set()
             self._cond.notify_all()
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -102,9 +112,11 @@ class Leader:
         return self._active
 
     def _submit(self, starts: Iterable[Start]) -> None:
-        """Carry out the state's decisions: dispatch each started attempt (lock held)."""
-        for start in starts:
-            self._pool.submit(self._dispatch, start.job, start.run)
+        """Carry out the state's decisions: queue each started attempt for dispatch (lock held)."""
+        before = len(self._outgoing)
+        self._outgoing.extend((start.job, start.run) for start in starts)
+        if len(self._outgoing) > before:
+            self._outgoing_ready.set()
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -152,7 +164,8 @@ class Leader:
                     _, _, name = heapq.heappop(self._retry)
                     run = self.state.undispatched(name)
                     if run is not None:
-                        self._pool.submit(self._dispatch, name, run)
+                        self._outgoing.append((name, run))
+                        self._outgoing_ready.set()
                 if mono - last_check >= 1.0:
                     last_check = mono
                     self._cond.release()
@@ -169,47 +182,96 @@ class Leader:
                 if wait > 0:
                     self._cond.wait(wait)
 
-    # -- dispatch (pool threads) -------------------------------------------------------------------
+    # -- dispatch (the dispatcher thread; requests on pool threads) --------------------------------
 
-    def _dispatch(self, name: str, run: Run) -> None:
+    def _dispatch_loop(self) -> None:
+        while self._active:
+            self._outgoing_ready.wait(1.0)
+            with self._cond:
+                items, self._outgoing = self._outgoing, []
+                self._outgoing_ready.clear()
+            if items and self._active:
+                try:
+                    self._dispatch(items)
+                except Exception:  # never lose the dispatcher: the runs are retried
+                    log.exception("dispatching %d runs failed; retrying them in 1s", len(items))
+                    for name, _ in items:
+                        self._retry_later(name, 1.0)
+
+    def _dispatch(self, items: list[tuple[str, Run]]) -> None:
+        """Send attempts to workers: one DISPATCH per worker carrying its share, round-robin.
+
+        A run a worker declines (busy, stopping, unreachable) goes to the next worker in the next
+        round, a worker that already ran an attempt of its fire time only when no other is left;
+        when every worker declined it, it is retried a second later.
+        """
         with self._cond:
-            job = self.state.current(name, run)
-            if not self._active or job is None:
+            if not self._active:
                 return
+            live = [(name, run, job) for name, run in items if (job := self.state.current(name, run)) is not None]
+        if not live:
+            return
         if self.election.suspended():
-            self._retry_later(name, 0.5)
+            for name, _, _ in live:
+                self._retry_later(name, 0.5)
             return
         members = self.election.members()
         if not members:
-            self._retry_later(name, 1.0)
+            for name, _, _ in live:
+                self._retry_later(name, 1.0)
             return
-        with self._cond:
-            start = self._rr
-            self._rr += 1
-        ordered = [members[(start + i) % len(members)] for i in range(len(members))]
-        fresh = [m for m in ordered if m.node_id not in run.tried]
-        candidates = fresh or ordered  # the same worker again only when no other is left
-        body = Dispatch(job, run.fire_time, run.attempt, self.node_id, run.manual).to_body()
-        exec_id = run.exec_id(name)
-        for member in candidates:
+        declined: dict[int, set[str]] = {}
+        pending = list(live)
+        while pending and self._active:
+            groups: dict[str, tuple[Member, list[tuple[str, Run, Job]]]] = {}
+            for item in pending:
+                name, run, _ = item
+                start, self._rr = self._rr, self._rr + 1
+                ordered = [members[(start + i) % len(members)] for i in range(len(members))]
+                left = [m for m in ordered if m.node_id not in declined.get(id(run), ())]
+                fresh = [m for m in left if m.node_id not in run.tried]
+                candidates = fresh or left  # the same worker again only when no other is left
+                if not candidates:
+                    log.info("%s: every worker declined, retrying in 1s", run.exec_id(name), extra={"job": name})
+                    self._retry_later(name, 1.0)
+                    continue
+                groups.setdefault(candidates[0].node_id, (candidates[0], []))[1].append(item)
+            futures = [(member, group, self._pool.submit(self._send, member, group)) for member, group in groups.values()]
+            pending = []
+            for member, group, future in futures:
+                replies = future.result()
+                for (name, run, job), reply in zip(group, replies, strict=True):
+                    if reply.accepted:
+                        self._mark_running(name, run, member)
+                    elif reply.duplicate:
+                        self._adopt(name, run)
+                    else:
+                        declined.setdefault(id(run), set()).add(member.node_id)
+                        pending.append((name, run, job))
+
+    def _send(self, member: Member, group: list[tuple[str, Run, Job]]) -> list[DispatchReply]:
+        """One DISPATCH (per :data:`MAX_DISPATCH_RUNS` runs) to ``member``; a reply per run."""
+        replies: list[DispatchReply] = []
+        for at in range(0, len(group), MAX_DISPATCH_RUNS):
+            chunk = group[at : at + MAX_DISPATCH_RUNS]
+            runs = [Dispatch(job, run.fire_time, run.attempt, self.node_id, run.manual) for _, run, job in chunk]
             try:
-                reply = DispatchReply.from_body(
-                    self.transport.request(member.endpoint, "DISPATCH", body, timeout=3.0, retries=0)
+                answer = self.transport.request(
+                    member.endpoint, "DISPATCH", DispatchBatch.of(self.node_id, runs), timeout=3.0, retries=0
                 )
             except UnavailableError as exc:
-                log.warning("%s: worker %s unreachable: %s", exec_id, member.node_id, exc)
+                log.warning("worker %s unreachable for %d runs: %s", member.node_id, len(chunk), exc)
+                replies += [DispatchReply(False, reason="unreachable")] * len(chunk)
                 continue
             except DcronError as exc:
-                log.warning("%s: worker %s refused: %s", exec_id, member.node_id, exc)
+                log.warning("worker %s refused %d runs: %s", member.node_id, len(chunk), exc)
+                replies += [DispatchReply(False, reason="refused")] * len(chunk)
                 continue
-            if reply.accepted:
-                self._mark_running(name, run, member)
-                return
-            if reply.duplicate:
-                self._adopt(name, run)
-                return
-        log.info("%s: every worker declined, retrying in 1s", exec_id, extra={"job": name})
-        self._retry_later(name, 1.0)
+            for (name, run, _), reply in zip(chunk, DispatchBatch.replies(answer, len(chunk)), strict=True):
+                if not reply.accepted and reply.reason and reply.reason.startswith("refused"):
+                    log.warning("%s: worker %s %s", run.exec_id(name), member.node_id, reply.reason)
+                replies.append(reply)
+        return replies
 
     def _retry_later(self, name: str, delay: float) -> None:
         with self._cond:

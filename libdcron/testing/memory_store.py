@@ -111,8 +111,10 @@ class InMemoryDocumentStore(DocumentStore):
     - :meth:`find` compares with JSON's types and sorts with CouchDB's collation of types, ties
       broken by id in the sort's direction; ``after`` keeps values of the same type, greater;
     - :meth:`create_many` writes the whole batch under one lock, conflicts returned per document;
-    - the change feed holds one entry per document (a write moves it to the end), so reading from
-      a position reports each document written since exactly once; positions are integers in text.
+    - the change feed holds one entry per document (a write moves it to the end, a deletion
+      removes it), so reading from a position reports each document written since, and still
+      there, exactly once; positions are integers in text;
+    - :meth:`delete` takes the current revision, as :meth:`update` does.
 
     ``url`` is ``memory://`` for a private database, or ``memory://NAME``: every store object of the
     same name in this process shares one database (as several nodes share a SQLite file), which
@@ -251,6 +253,20 @@ class InMemoryDocumentStore(DocumentStore):
         )
         end = None if limit is None else skip + limit
         return docs[skip:end]
+
+    def delete(self, collection: str, doc_id: str, rev: str) -> None:
+        """Delete the document if its revision is ``rev``, and its entry of the change feed."""
+        check_collection(collection)
+        db = self._check_open()
+        with db.lock:
+            docs = db.docs.setdefault(collection, {})
+            current = docs.get(doc_id)
+            if current is None:
+                raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
+            if current[0] != rev:
+                raise stale_revision(collection, doc_id, rev, current[0])
+            del docs[doc_id]
+            db.changes.pop((collection, doc_id), None)
 
     def changes(self, since: str | None, limit: int = 1000) -> tuple[list[Change], str]:
         """Documents written after position ``since`` (``None``: none, and the current position)."""

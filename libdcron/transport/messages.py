@@ -60,6 +60,55 @@ class Dispatch:
         )
 
 
+#: Most runs one DISPATCH may carry.
+MAX_DISPATCH_RUNS = 1000
+
+
+@dataclass(frozen=True)
+class DispatchBatch:
+    """Leader -> worker: many runs in one DISPATCH (``{"leader": L, "runs": [run, ...]}``, each
+    run a :class:`Dispatch` body without ``leader``).  The reply holds one :class:`DispatchReply`
+    per run, in order (``{"replies": [...]}``).
+
+    Parsing checks the envelope only; :meth:`parse_run` parses one run, so that one malformed
+    run is declined on its own instead of failing the others.
+    """
+
+    leader: str
+    runs: list[dict[str, Any]]
+
+    @staticmethod
+    def of(leader: str, runs: list[Dispatch]) -> dict[str, Any]:
+        bodies = []
+        for run in runs:
+            body = run.to_body()
+            del body["leader"]
+            bodies.append(body)
+        return {"leader": leader, "runs": bodies}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> DispatchBatch:
+        runs, leader = body.get("runs"), body.get("leader", "")
+        if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+            raise ValidationError("DISPATCH's runs must be a non-empty list of JSON objects")
+        if len(runs) > MAX_DISPATCH_RUNS:
+            raise ValidationError(f"DISPATCH carries {len(runs)} runs; at most {MAX_DISPATCH_RUNS} are accepted")
+        if not isinstance(leader, str):
+            raise ValidationError("DISPATCH's leader must be the sending leader's node id")
+        return cls(leader, runs)
+
+    def parse_run(self, index: int) -> Dispatch:
+        return Dispatch.from_body({**self.runs[index], "leader": self.leader})
+
+    @staticmethod
+    def replies(body: Mapping[str, Any], count: int) -> list[DispatchReply]:
+        """The per-run replies of a batch reply (a malformed or short answer declines the rest)."""
+        answers = body.get("replies")
+        answers = answers if isinstance(answers, list) else []
+        out = [DispatchReply.from_body(a) if isinstance(a, dict) else DispatchReply(False) for a in answers[:count]]
+        return out + [DispatchReply(False, reason="no answer")] * (count - len(out))
+
+
 @dataclass(frozen=True)
 class DispatchReply:
     """Worker -> leader: accepted, or declined as busy/stopping, or a duplicate of a running attempt."""
@@ -102,6 +151,27 @@ class Finished:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Finished:
         return cls(Execution.from_doc(_object(body, "execution", "FINISHED")))
+
+
+@dataclass(frozen=True)
+class FinishedBatch:
+    """Worker -> leader: several attempts ended (``{"executions": [...]}``)."""
+
+    executions: list[Execution]
+
+    def to_body(self) -> dict[str, Any]:
+        return {"executions": [ex.to_doc() for ex in self.executions]}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> FinishedBatch:
+        if "executions" not in body:
+            return cls([Finished.from_body(body).execution])
+        docs = body.get("executions")
+        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+            raise ValidationError("FINISHED's executions must be a list of JSON objects")
+        if len(docs) > MAX_DISPATCH_RUNS:
+            raise ValidationError(f"FINISHED carries {len(docs)} executions; at most {MAX_DISPATCH_RUNS}")
+        return cls([Execution.from_doc(d) for d in docs])
 
 
 @dataclass(frozen=True)

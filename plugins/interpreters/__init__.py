@@ -2,16 +2,21 @@
 
 Registered from the ``libdcron`` entry-point group like any external plugin.  ``python`` runs the
 Python that runs the node (so a job sees the same packages); ``ruby`` and ``sh`` are looked up on
-``PATH`` when a job runs, so installing Ruby later needs no restart.
+``PATH`` when a job runs (the lookup is kept for :data:`RESOLVE_TTL` seconds), so installing
+Ruby later needs no restart.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+import time
 
 from libdcron.abc import Interpreter
 from libdcron.hookspecs import hookimpl
+
+#: Seconds a PATH lookup of an interpreter's program is kept.
+RESOLVE_TTL = 5.0
 
 
 class PathInterpreter(Interpreter):
@@ -22,9 +27,16 @@ class PathInterpreter(Interpreter):
         self.program = program
         self.suffix = suffix
         self.args = args
+        self._resolved: str | None = None
+        self._resolved_at = -RESOLVE_TTL - 1.0
 
     def _resolve(self) -> str | None:
-        return shutil.which(self.program)
+        """The program's path on PATH, looked up again at most every :data:`RESOLVE_TTL` seconds
+        (a lookup walks PATH: at hundreds of runs a second it shows; an install is seen soon)."""
+        now = time.monotonic()
+        if now - self._resolved_at > RESOLVE_TTL:
+            self._resolved, self._resolved_at = shutil.which(self.program), now
+        return self._resolved
 
     def command(self, script_path: str) -> list[str]:
         program = self._resolve() or self.program

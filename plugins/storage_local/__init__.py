@@ -5,6 +5,7 @@ Parent directories are created on write.  Writes are atomic: an object is writte
 temporary file in its directory (``.<name>.tmp-<random>``), flushed to disk and renamed over the
 target, so a reader sees the old object or the new one, never half of one.  The version token is
 the file's modification time (ns), size and inode number: a rewrite always makes a new inode.
+A delete also removes the directories it leaves empty, up to the base directory.
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ class LocalObjectStore(FsspecObjectStore):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def delete(self, url: str) -> None:
+        """Remove the file, then its directories that became empty, up to the base directory
+        (a run's log lives alone in ``logs/JOB/FIRE_TIME/``; its folder goes with it)."""
+        super().delete(url)
+        base = self.path_of(self.base_url + "/x")[: -len("/x")]
+        directory = os.path.dirname(self.path_of(url))
+        while directory.startswith(base + "/"):
+            try:
+                os.rmdir(directory)  # only an empty one; a writer's new file keeps it
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
 
     def stat(self, url: str) -> ObjectInfo:
         path = self.path_of(url)

@@ -268,6 +268,29 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             raise stale_revision(collection, doc_id, rev) from None
         return _rev_of(result)
 
+    def update_many(
+        self, collection: str, docs: Sequence[tuple[str, Mapping[str, Any], str]]
+    ) -> list[str | ConflictError | NotFoundError]:
+        db = self._dbs[check_collection(collection)]
+        checked = [(check_doc_id(doc_id), {**clean_body(body), "_rev": rev}) for doc_id, body, rev in docs]
+        if not checked:
+            return []
+        self._ensure_open()
+        results: list[str | ConflictError | NotFoundError] = []
+        for start in range(0, len(checked), PAGE):
+            page = checked[start : start + PAGE]
+            for (doc_id, body), answer in zip(page, self._bulk_docs(db, collection, page), strict=True):
+                if isinstance(answer, ConflictError):
+                    # 409 both for a stale revision and for a missing document: tell them apart.
+                    try:
+                        self.get(collection, doc_id)
+                    except NotFoundError as exc:
+                        results.append(exc)
+                        continue
+                    answer = stale_revision(collection, doc_id, body["_rev"])
+                results.append(answer)
+        return results
+
     def find(
         self,
         collection: str,
@@ -322,6 +345,23 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             if len(batch) < page:
                 break
         return docs
+
+    def delete(self, collection: str, doc_id: str, rev: str) -> None:
+        """``DELETE /db/ID?rev=REV``: CouchDB keeps a tombstone, which its change feed reports."""
+        db = self._dbs[check_collection(collection)]
+        if not isinstance(doc_id, str) or not doc_id or doc_id.startswith("_"):
+            raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
+        self._ensure_open()
+        what = f"delete {collection}/{doc_id}"
+        try:
+            if not isinstance(rev, str) or not rev:
+                raise ConflictError(what)  # pouchdb-server would delete whatever the revision
+            self._call(what, db, "DELETE", quote(doc_id, safe=""), params={"rev": rev})
+        except (ConflictError, ValidationError, NotFoundError):
+            # CouchDB answers 409 for a stale revision (and for a deleted document), 400 for a
+            # malformed one; pouchdb-server 404 for both: whether the document is there decides.
+            self.get(collection, doc_id)  # raises NotFoundError when absent
+            raise stale_revision(collection, doc_id, str(rev)) from None
 
     def changes(self, since: str | None, limit: int = 1000) -> tuple[list[Change], str]:
         check_changes_limit(limit)

@@ -4,9 +4,9 @@ Layout: one table per collection (``jobs``, ``executions``) holding ``id``, ``re
 document as JSON text, with expression indexes (``json_extract``) over the fields of
 :data:`~libdcron.abc.INDEXED_FIELDS`; and one ``changes`` table written in the same transaction as
 every document write.  ``changes`` keeps one row per document: a write replaces the document's row,
-which takes a new, larger ``seq`` (``AUTOINCREMENT`` never reuses one), so the table never grows
-beyond the number of documents and a reader asking "after seq N" sees every document written
-since N exactly once.
+which takes a new, larger ``seq`` (``AUTOINCREMENT`` never reuses one), and a deletion removes it,
+so the table never grows beyond the number of documents and a reader asking "after seq N" sees
+every document written since N, and not deleted since, exactly once.
 """
 
 from __future__ import annotations

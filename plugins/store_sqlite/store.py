@@ -152,6 +152,36 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
             _record_change(conn, collection, doc_id)
         return new_rev
 
+    def update_many(
+        self, collection: str, docs: Sequence[tuple[str, Mapping[str, Any], str]]
+    ) -> list[str | ConflictError | NotFoundError]:
+        table = check_collection(collection)
+        prepared = []
+        for doc_id, body, rev in docs:
+            check_doc_id(doc_id)
+            text = _body_json(body)
+            prepared.append((doc_id, rev, next_rev(rev, text), text))
+        if not prepared:
+            return []
+        results: list[str | ConflictError | NotFoundError] = []
+        written: list[str] = []
+        with self._write(f"update {len(prepared)} {collection} documents") as conn:
+            for doc_id, rev, new_rev, text in prepared:
+                cursor = conn.execute(
+                    f"UPDATE {table} SET rev = ?, body = ? WHERE id = ? AND rev = ?", (new_rev, text, doc_id, rev)
+                )
+                if cursor.rowcount == 1:
+                    results.append(new_rev)
+                    written.append(doc_id)
+                    continue
+                row = conn.execute(f"SELECT rev FROM {table} WHERE id = ?", (doc_id,)).fetchone()
+                if row is None:
+                    results.append(NotFoundError(f"{collection} document {doc_id!r} does not exist"))
+                else:
+                    results.append(stale_revision(collection, doc_id, rev, row[0]))
+            _record_changes(conn, collection, written)
+        return results
+
     def find(
         self,
         collection: str,
@@ -186,6 +216,18 @@ class SQLiteDocumentStore(_SQLiteConnection, DocumentStore):
         with self._guard(f"find in {collection}") as conn:
             rows = conn.execute(sql, params).fetchall()
         return [_document(row[0], row[1], row[2]) for row in rows]
+
+    def delete(self, collection: str, doc_id: str, rev: str) -> None:
+        """Delete the row and its entry of the change feed (the feed keeps one per existing document)."""
+        table = check_collection(collection)
+        with self._write(f"delete {collection}/{doc_id}") as conn:
+            cursor = conn.execute(f"DELETE FROM {table} WHERE id = ? AND rev = ?", (doc_id, rev))
+            if cursor.rowcount != 1:
+                row = conn.execute(f"SELECT rev FROM {table} WHERE id = ?", (doc_id,)).fetchone()
+                if row is None:
+                    raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
+                raise stale_revision(collection, doc_id, rev, row[0])
+            conn.execute("DELETE FROM changes WHERE collection = ? AND doc_id = ?", (collection, doc_id))
 
     def changes(self, since: str | None, limit: int = 1000) -> tuple[list[Change], str]:
         check_changes_limit(limit)

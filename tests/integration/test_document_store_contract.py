@@ -179,6 +179,9 @@ def test_ids_with_url_characters(store: DocumentStore, doc_id: str) -> None:
     assert [d["_id"] for d in store.find(EXECUTIONS, {"job": "j"})] == [doc_id]
     with pytest.raises(ConflictError):
         store.create(EXECUTIONS, doc_id, {"job": "j"})
+    store.delete(EXECUTIONS, doc_id, store.get(EXECUTIONS, doc_id)["_rev"])
+    with pytest.raises(NotFoundError):
+        store.get(EXECUTIONS, doc_id)
 
 
 def test_invalid_input(store: DocumentStore) -> None:
@@ -198,6 +201,77 @@ def test_invalid_input(store: DocumentStore) -> None:
         store.changes("not a position we issued")
     with pytest.raises(NotFoundError):
         store.get(JOBS, "x")  # nothing was written
+
+
+# ---------------------------------------------------------------------------------------------
+# delete
+# ---------------------------------------------------------------------------------------------
+
+
+def test_delete_takes_the_current_revision(backend: str, store: DocumentStore) -> None:
+    doc_id, body = execution("backup", 34, status="succeeded")
+    rev1 = store.create(EXECUTIONS, doc_id, body)
+    rev2 = store.update(EXECUTIONS, doc_id, {**body, "log": "file:///l"}, rev1)
+    for stale in (rev1, "", "1-00000000000000000000000000000000", "not-a-revision"):
+        with pytest.raises(ConflictError):
+            store.delete(EXECUTIONS, doc_id, stale)
+    assert store.get(EXECUTIONS, doc_id)["_rev"] == rev2  # a refused delete changes nothing
+
+    other_id, other = execution("backup", 35, status="succeeded")
+    store.create(EXECUTIONS, other_id, other)
+    assert store.delete(EXECUTIONS, doc_id, rev2) is None
+    with pytest.raises(NotFoundError):
+        store.get(EXECUTIONS, doc_id)
+    assert [d["_id"] for d in store.find(EXECUTIONS, {"job": "backup"})] == [other_id]
+    assert [d["_id"] for d in store.find(EXECUTIONS, {}, sort=[("fire_time", True)])] == [other_id]
+    for rev in (rev2, rev1, "1-abc"):
+        with pytest.raises(NotFoundError):  # deleted already: not a conflict
+            store.delete(EXECUTIONS, doc_id, rev)
+        if backend != "couchdb":  # pouchdb-server lets a write with rev2 revive it (CouchDB: 409)
+            with pytest.raises(NotFoundError):
+                store.update(EXECUTIONS, doc_id, body, rev)
+
+
+def test_delete_of_a_missing_document(store: DocumentStore) -> None:
+    with pytest.raises(NotFoundError):
+        store.delete(EXECUTIONS, "nope", "1-abc")
+    store.create(JOBS, "present", {"name": "present"})
+    with pytest.raises(NotFoundError):  # in the other collection
+        store.delete(EXECUTIONS, "present", store.get(JOBS, "present")["_rev"])
+    with pytest.raises(ValidationError):
+        store.delete("nonsense", "x", "1-abc")
+
+
+def test_a_deleted_id_can_be_created_again(store: DocumentStore) -> None:
+    doc_id, body = execution("backup", 34)
+    store.delete(EXECUTIONS, doc_id, store.create(EXECUTIONS, doc_id, body))
+    rev = store.create(EXECUTIONS, doc_id, {**body, "node": "again"})
+    doc = store.get(EXECUTIONS, doc_id)
+    assert doc["_rev"] == rev and doc["node"] == "again"
+    assert store.create_many(EXECUTIONS, [(doc_id, body)])[0].__class__ is ConflictError
+
+
+def test_delete_and_the_change_feed(backend: str, new_store: StoreFactory) -> None:
+    writer, reader = new_store(), new_store()
+    _, start = reader.changes(None)
+    kept_id, kept = execution("a", 1)
+    writer.create(EXECUTIONS, kept_id, kept)
+    gone_id, gone = execution("a", 2)
+    writer.delete(EXECUTIONS, gone_id, writer.create(EXECUTIONS, gone_id, gone))
+    changes, position = _drain(reader, start)
+    assert Change(EXECUTIONS, kept_id) in changes
+    for change in changes:  # a deletion may be reported: looking it up says it is gone
+        if change.doc_id == gone_id:
+            with pytest.raises(NotFoundError):
+                reader.get(EXECUTIONS, gone_id)
+    if backend in EXACT_FEED:
+        assert changes == [Change(EXECUTIONS, kept_id)]
+        writer.delete(EXECUTIONS, kept_id, writer.get(EXECUTIONS, kept_id)["_rev"])
+        assert _drain(reader, position)[0] == []
+        assert _drain(reader, "0")[0] == []  # the feed holds existing documents only
+    else:
+        writer.delete(EXECUTIONS, kept_id, writer.get(EXECUTIONS, kept_id)["_rev"])
+        assert Change(EXECUTIONS, kept_id) in _drain(reader, position)[0]  # CouchDB: the tombstone
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,6 +718,8 @@ def test_unreachable_store_raises_unavailable(unreachable_url: str) -> None:
         store.find(JOBS, {"enabled": True})
     with pytest.raises(UnavailableError):
         store.changes(None)
+    with pytest.raises(UnavailableError):
+        store.delete(JOBS, "x", "1-abc")
     assert time.monotonic() - started < 10
     if unreachable_url.startswith("http"):
         assert urlsplit(unreachable_url).netloc in str(info.value)

@@ -297,6 +297,44 @@ def test_missing_objects(store: ObjectStore, tmp_path: Path) -> None:
     assert not store.exists(store.url_for("does/not"))
 
 
+def test_delete(backend: Backend, store: ObjectStore, tmp_path: Path) -> None:
+    first, second = store.url_for("logs/job/2026-11-26T21:34:00Z/1.log"), store.url_for("logs/job/x.log")
+    store.put_bytes(b"one", first)
+    store.put_bytes(b"two", second)
+    assert store.delete(first) is None
+    assert not store.exists(first) and store.read_range(second, 0, 10) == b"two"
+    with pytest.raises(NotFoundError):
+        store.get_file(first, str(tmp_path / "out"))
+    store.delete(first)  # missing: no error, so an interrupted delete can be made again
+    store.delete(store.url_for("never/written"))
+    store.delete(store.url_for("logs"))  # a "directory" is no object either
+    assert store.exists(second)
+    store.put_bytes(b"again", first)  # where a deleted object was, a new one can be written
+    assert store.read_range(first, 0, 10) == b"again"
+    with pytest.raises(ValidationError):
+        store.delete(store.url_for("dir/"))
+    if backend.name == "file":  # the folders a delete leaves empty go, up to the base folder
+        store.delete(first)
+        root = Path(store.base_url.removeprefix("file://"))
+        assert sorted(p.name for p in (root / "logs" / "job").iterdir()) == ["x.log"]
+        store.delete(second)
+        assert root.is_dir() and not (root / "logs").exists()
+
+
+def test_delete_of_a_large_object(backend: Backend, store: ObjectStore, tmp_path: Path) -> None:
+    """A multipart (S3) or segmented (Swift) object goes with all its parts."""
+    src = tmp_path / "large.bin"
+    _write_random(src, 3 * SEGMENT + 5)
+    url = store.url_for("large/log.bin")
+    store.put_file(str(src), url)
+    store.delete(url)
+    assert not store.exists(url)
+    fs = getattr(store, "fs", None)
+    if backend.name == "swift" and fs is not None:
+        container = store.base_url.partition("://")[2].split("/", 1)[0]
+        assert not fs.exists(container + "_segments") or fs.ls(container + "_segments") == []
+
+
 def test_missing_bucket_or_directory_is_not_found(backend: Backend) -> None:
     store = backend.store()  # nothing written: its bucket, container or directory does not exist
     url = store.url_for("k")
@@ -394,6 +432,7 @@ def _all_operations(store: ObjectStore, tmp_path: Path) -> list[tuple[str, Calla
         (url, lambda: store.get_file(url, str(tmp_path / "dst"))),
         (url, lambda: store.put_bytes(b"x", url)),
         (url, lambda: store.put_file(str(src), url)),
+        (url, lambda: store.delete(url)),
     ]
 
 

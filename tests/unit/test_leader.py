@@ -74,6 +74,11 @@ class FakeWorkers(Transport):
         node = endpoint.removeprefix("fake://")
         if node in self.down:
             raise UnavailableError(f"{node} is down")
+        if "runs" in body:  # a batch: one reply per run
+            return {"replies": [self._one(node, run) for run in body["runs"]]}
+        return self._one(node, body)
+
+    def _one(self, node: str, body: Mapping[str, Any]) -> dict[str, Any]:
         if node in self.busy:
             return {"accepted": False, "reason": "busy"}
         fire = parse_instant(body["fire_time"])

@@ -21,7 +21,9 @@ import croniter as croniter_module
 import pytest
 
 from libdcron.errors import ValidationError
+from libdcron.model import Job
 from libdcron.schedule import DESCRIPTORS, Schedule, parse_duration, parse_schedule
+from libdcron.zone_transitions import EMPTY_ZONE
 
 NY = "America/New_York"
 LONDON = "Europe/London"
@@ -242,7 +244,8 @@ def test_parse_duration_rejects(text: str, reason: str) -> None:
         ("*/0 * * * *", "field 1 (minute) '*/0': step must be at least 1"),
         ("1,,2 * * * *", "field 1 (minute) '1,,2': empty element in a list"),
         ("-1 * * * *", "field 1 (minute) '-1': negative values are not allowed"),
-        ("0 0 * * 1#6", "field 5 (day-of-week) '1#6': occurrence after '#' out of range 1-5"),
+        # '#' is refused whatever follows it, as in Debian cron (it used to pass to croniter).
+        ("0 0 * * 1#6", "field 5 (day-of-week) '1#6': '#' (the n-th weekday) is not supported"),
         ("H * * * *", "field 1 (minute) 'H': hashed (H) and random (R) values are not supported"),
         ("0 R * * *", "field 2 (hour) 'R': hashed (H) and random (R) values are not supported"),
         # six fields: seconds first
@@ -276,11 +279,22 @@ def test_bad_expressions_name_position_and_reason(expression: str, message: str)
     assert message in str(info.value)
 
 
-@pytest.mark.parametrize("tz", ["Mars/Base", "", "../etc/passwd", "America", "Not A Zone"])
+@pytest.mark.parametrize("tz", ["Mars/Base", "../etc/passwd", "America", "Not A Zone", " "])
 def test_unknown_time_zone(tz: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse_schedule("* * * * *", tz)
     assert str(info.value) == f"unknown time zone {tz!r}"
+
+
+def test_empty_time_zone_is_refused_with_one_message() -> None:
+    # '' was stored as UTC at registration but refused by `dcron next`; it is refused everywhere.
+    with pytest.raises(ValidationError) as info:
+        parse_schedule("* * * * *", "")
+    assert str(info.value) == EMPTY_ZONE
+    assert "give an IANA name such as Europe/Paris" in EMPTY_ZONE
+    with pytest.raises(ValidationError) as info:
+        Job("nightly", "0 2 * * *", "sh", "file:///x.sh", tz="").validate()
+    assert str(info.value) == EMPTY_ZONE
 
 
 def test_no_croniter_exception_escapes_at_the_end_of_time() -> None:
@@ -493,8 +507,12 @@ def test_newest_at_or_before_across_dst() -> None:
 # -- cross-check against a brute-force oracle around transitions -----------------------------------
 
 
-def _matches(expanded: list[list[Any]], wall: datetime) -> bool:
-    """Does the naive ``wall`` match croniter's expansion of a plain 5-field expression?"""
+def _matches(expanded: list[list[Any]], wall: datetime, both: bool) -> bool:
+    """Does the naive ``wall`` match croniter's expansion of a plain 5-field expression?
+
+    ``both``: Debian's day rule, a day-of-month or day-of-week field starts with ``*``, so a day
+    must match both (this oracle used croniter's rule, "either" unless one expands to ``*``).
+    """
     minute, hour, day, month, weekday = expanded
 
     def has(values: list[Any], value: int) -> bool:
@@ -503,9 +521,9 @@ def _matches(expanded: list[list[Any]], wall: datetime) -> bool:
     if not (has(minute, wall.minute) and has(hour, wall.hour) and has(month, wall.month)):
         return False
     cron_weekday = (wall.weekday() + 1) % 7
-    if day != ["*"] and weekday != ["*"]:
-        return has(day, wall.day) or has(weekday, cron_weekday)
-    return has(day, wall.day) and has(weekday, cron_weekday)
+    if both:
+        return has(day, wall.day) and has(weekday, cron_weekday)
+    return has(day, wall.day) or has(weekday, cron_weekday)
 
 
 def _oracle(expression: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
@@ -514,13 +532,14 @@ def _oracle(expression: str, tz: str, start: datetime, end: datetime) -> list[da
     expanded = croniter_module.croniter.expand(expression)[0]
     words = expression.split()
     fixed = not words[0].startswith("*") and not words[1].startswith("*")
+    both = words[2].startswith("*") or words[4].startswith("*")
     out: list[datetime] = []
     t = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
     while t <= end:
         local = t.astimezone(zone)
         wall = local.replace(tzinfo=None)
         fire = False
-        if _matches(expanded, wall):
+        if _matches(expanded, wall, both):
             # non-fixed: every real occurrence; fixed: only the first occurrence (fold=0)
             fire = not fixed or wall.replace(tzinfo=zone, fold=0).astimezone(UTC) == t
         if fixed and not fire:
@@ -530,7 +549,7 @@ def _oracle(expression: str, tz: str, start: datetime, end: datetime) -> list[da
             if after > before:  # spring forward at t: gap wall times [t+before, t+after)
                 gap = t.replace(tzinfo=None) + before
                 while gap < t.replace(tzinfo=None) + after:
-                    fire = fire or _matches(expanded, gap)
+                    fire = fire or _matches(expanded, gap, both)
                     gap += timedelta(minutes=1)
         if fire:
             out.append(t)
@@ -555,6 +574,9 @@ ORACLE_EXPRESSIONS = [
     "* 2 * * *",
     "0 * * * *",
     "15 */2 * * *",
+    # Debian's day rule around the changes (all on Sundays): both fields, then either field.
+    "30 1 */2 * sun",
+    "0 * 1-7 * 0",
 ]
 
 
