@@ -15,6 +15,7 @@ service cannot be reached; callers retry with backoff.  No method raises a bare 
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -207,6 +208,16 @@ class ObjectStore(ABC):
     @abstractmethod
     def put_file(self, local_path: str, url: str) -> None:
         """Upload a local file, streaming it; creates buckets or containers when missing."""
+
+    def move_file(self, local_path: str, url: str) -> None:
+        """Upload a local file that is not needed afterwards, and remove it (a log, say).
+
+        The same contract as :meth:`put_file`, then ``local_path`` is gone; a store may move the
+        file instead of copying it (the local folder store renames it when it can).  On an error
+        the local file is kept.
+        """
+        self.put_file(local_path, url)
+        os.unlink(local_path)
 
     @abstractmethod
     def put_bytes(self, data: bytes, url: str) -> None:

@@ -236,7 +236,14 @@ def _start(node: Any, stop: threading.Event) -> None:
         node.start_failed = True
 
 
+#: The daemon's GIL switch interval (CPython's default is 0.005 s).  A thread back from a system
+#: call (a spawn, a pipe read, an fsync) waits up to this long for the interpreter while other
+#: threads compute; with hundreds of runs a second those waits add up to seconds of start lag.
+SWITCH_INTERVAL = 0.0005
+
+
 def main() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL)
     dcrond(prog_name="dcrond")
 
 

@@ -26,13 +26,13 @@ from .config import NodeSettings
 from .errors import DcronError, UnavailableError, ValidationError
 from .leader import Leader
 from .model import Execution
+from .notifier import FinishedNotifier
 from .object_base import check_object_url, within
 from .plugins import Plugins
 from .recorder import Recorder
 from .redact import redact_url
 from .retention import Policy, Retention, RetentionRunner
 from .transport.keys import node_security
-from .notifier import FinishedNotifier
 from .transport.messages import FinishedBatch
 from .transport.zmq import ZmqTransport
 from .worker import Worker

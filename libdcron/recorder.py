@@ -246,8 +246,7 @@ class Recorder:
         """Upload a log; on failure journal the upload (the file stays on disk) and return False."""
         op = {"op": "upload", "local": local_path, "url": url, "id": execution_id}
         try:
-            self.resolve_objects(url).put_file(local_path, url)
-            os.unlink(local_path)
+            self.resolve_objects(url).move_file(local_path, url)
             return True
         except UnavailableError as exc:
             log.warning(

@@ -18,11 +18,13 @@ import heapq
 import itertools
 import logging
 import os
+import queue
 import selectors
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +152,37 @@ class RunLoop:
             callback()
         except Exception:
             log.exception("run loop callback %r failed", callback)
+
+
+class Pool:
+    """``size`` threads running submitted calls in order of submission: a thread pool without
+    futures (:class:`concurrent.futures.ThreadPoolExecutor` costs several times more per call).
+    A call that raises is logged.  :meth:`shutdown` lets the queued calls run, then ends."""
+
+    _STOP = object()
+
+    def __init__(self, size: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        self._queue.put((fn, args))
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._queue.put(self._STOP)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("%r failed", fn)

@@ -37,7 +37,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +47,7 @@ from .errors import ConflictError, DcronError
 from .model import Execution, Job, Status, execution_id, format_instant, utcnow
 from .proctree import ProcessTree, RunTree, node_key
 from .recorder import Recorder
-from .runloop import RunLoop, Timer
+from .runloop import Pool, RunLoop, Timer
 from .scripts import ScriptCache
 from .transport.messages import Dispatch, DispatchReply
 
@@ -59,9 +58,7 @@ KILL_GRACE = 2.0
 #: How long a run's log pipe may stay open after its process tree ended (something escaped).
 DRAIN_WAIT = 5.0
 SPAWN_THREADS = 6
-FINISH_THREADS = 12
-SPAWN_THREADS = 6
-FINISH_THREADS = 12
+FINISH_THREADS = 8
 
 
 @dataclass(eq=False)
@@ -145,9 +142,9 @@ class Worker:
         )
         self._loop = RunLoop("dcron-runs")
         # Spawning and ending wait on the kernel (fork, cgroups, fsync) more than on Python.
-        self._prepare = ThreadPoolExecutor(4, thread_name_prefix="dcron-prepare")
-        self._spawn = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="dcron-spawn")
-        self._finish = ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="dcron-finish")
+        self._prepare = Pool(4, "dcron-prepare")
+        self._spawn = Pool(SPAWN_THREADS, "dcron-spawn")
+        self._finish = Pool(FINISH_THREADS, "dcron-finish")
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -447,7 +444,7 @@ class Worker:
                     _kill_group(h.process, h.tree)  # the whole tree, even when the main process is gone
             self._wait_idle(10.0)
         for pool in (self._prepare, self._spawn, self._finish):
-            pool.shutdown(wait=False)
+            pool.shutdown()
         self._loop.close()
         self.containment.close()
 

@@ -44,6 +44,21 @@ class LocalObjectStore(FsspecObjectStore):
             )
         return rest
 
+    def move_file(self, local_path: str, url: str) -> None:
+        """Rename ``local_path`` into place when it lies on the same file system (after an
+        fsync, as an upload does), else upload and remove it."""
+        path = self.path_of(url)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(local_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(local_path, path)
+        except OSError:
+            super().move_file(local_path, url)
+
     def _upload(self, path: str, write: Callable[[str], None]) -> None:
         directory, name = os.path.split(path)
         tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
