@@ -52,7 +52,8 @@ class RegistrationApi:
         interpreter's scripts; ``known``: the node's interpreters, when the caller has them."""
         name = validate_name(body.get("name"))
         expression = _str(body, "schedule", limit=MAX_SCHEDULE) or ""
-        tz = _str(body, "tz", required=False, limit=MAX_TZ) or "UTC"
+        tz = _str(body, "tz", required=False, limit=MAX_TZ)
+        tz = "UTC" if tz is None else tz  # an empty zone is refused, as everywhere
         parse_schedule(expression, tz)  # raises with position and reason
         interpreter = _str(body, "interpreter", limit=MAX_INTERPRETER) or ""
         known = self.node.plugins.interpreters() if known is None else known

@@ -10,7 +10,7 @@ from typing import IO, Any
 import click
 
 from .cli_context import Ctx, cli_words, json_option, out
-from .client import SCHEDULE_MANY_CHUNK, _script_fields
+from .client import SCHEDULE_MANY_CHUNK
 from .errors import ValidationError
 from .model import MAX_KEEP_DAYS, MAX_KEEP_RUNS
 
@@ -84,33 +84,21 @@ def schedule(
     update: bool,
 ) -> None:
     """Register a job NAME (or change it, with --update)."""
-    keep = {k: v for k, v in (("keep_runs", keep_runs), ("keep_days", keep_days)) if v is not None}
-    if keep:
-        body = {"timeout": job_timeout, "tz": tz, "update": update, "max_attempts": max_attempts, **keep}
-        reply = _schedule_keeping(ctx, name, schedule, interpreter, script, body)
-    else:
-        reply = ctx.client.schedule(
-            name,
-            schedule,
-            interpreter,
-            script,
-            timeout=job_timeout,
-            tz=tz,
-            update=update,
-            max_attempts=max_attempts,
-        )
+    reply = ctx.client.schedule(
+        name,
+        schedule,
+        interpreter,
+        script,
+        timeout=job_timeout,
+        tz=tz,
+        update=update,
+        max_attempts=max_attempts,
+        keep_runs=keep_runs,
+        keep_days=keep_days,
+    )
     verb = "registered" if reply["created"] else "updated"
     nxt = reply["next"][0] if reply["next"] else "never (disabled)"
     out(ctx, reply, f"{verb} {name}; next run {nxt}")
-
-
-def _schedule_keeping(
-    ctx: Ctx, name: str, schedule: str, interpreter: str, script: str, fields: dict[str, Any]
-) -> dict[str, Any]:
-    """SCHEDULE with retention fields, which :meth:`Client.schedule` does not take (yet): the
-    request it sends, with them."""
-    body = {"name": name, "schedule": schedule, "interpreter": interpreter, **fields}
-    return ctx.client.call("SCHEDULE", {**body, **_script_fields(script)})
 
 
 @click.command()

@@ -222,7 +222,9 @@ class Node:
         if retention is not None:
             retention.stop(timeout=None)  # on the election's thread: only ask it to stop
         if leader is not None:
-            log.warning("node %s stepped down; its in-memory schedule is discarded", self.node_id)
+            # A stop steps down on purpose; any other step-down (a lost session) is worth a warning.
+            level = logging.INFO if self._stopped.is_set() else logging.WARNING
+            log.log(level, "node %s stepped down; its in-memory schedule is discarded", self.node_id)
             threading.Thread(target=leader.stop, name="dcron-stepdown", daemon=True).start()
 
     def stop(self, grace: float = 5.0) -> None:

@@ -62,7 +62,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from .cgroup import (
     CGROUP_FOLDER,
@@ -77,6 +77,14 @@ from .cgroup import (
 from .cgroup import GATE as GATE  # re-exported: proctree was its home
 
 log = logging.getLogger(__name__)
+
+
+class MainProcess(Protocol):
+    """A run's main process: a ``subprocess.Popen``, or a process a spawner started."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
 
 MARKER_VAR = "DCRON_RUN_MARKER"
 #: How long the SIGKILL rounds go on before giving up on a process that does not die.
@@ -318,6 +326,14 @@ class RunTree:
             remove_cgroup(self.cgroup)
             self.cgroup = None
 
+    def detach_cgroup(self, reason: str) -> None:
+        """The run's process could not join its cgroup: contain it without one, and stop using
+        cgroups for this node's runs (as :meth:`attach` does when the move fails)."""
+        self.tree._off(reason)
+        if self.cgroup is not None:
+            remove_cgroup(self.cgroup)
+            self.cgroup = None
+
     def members(self) -> set[int]:
         """Live processes of the run found by its cgroup or its marker."""
         pids = marked_pids(self.marker.__eq__)
@@ -339,7 +355,7 @@ class RunTree:
             return pids
         return self.members()
 
-    def end(self, main: subprocess.Popen[Any] | None = None, grace: float = 2.0) -> set[int]:
+    def end(self, main: MainProcess | None = None, grace: float = 2.0) -> set[int]:
         """End every process of the run: SIGTERM, up to ``grace`` seconds if any lives on, SIGKILL.
 
         ``main`` is the run's main process, if it may still be running.  Returns the pids signalled

@@ -26,6 +26,7 @@ URL is set on it all the same: it is the log of that attempt, and only this work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,9 +38,10 @@ from typing import Any
 
 from .abc import DocumentStore, ObjectStore
 from .backoff import Backoff
-from .errors import ConflictError, DcronError, UnavailableError, ValidationError
-from .model import Execution
+from .errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
+from .model import Execution, parse_instant, utcnow
 from .records import Records
+from .retention import LOG_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -281,10 +283,34 @@ class Recorder:
         elif kind == "complete":
             self._complete_now(op["id"], op["doc"])
         elif kind == "upload":
+            if self._deleted(op["id"]):
+                # Retention deleted the execution meanwhile: its log would be an object no
+                # document names.
+                log.info("outbox: %s no longer exists; dropping its pending log upload", op["id"])
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(op["local"])
+                self.resolve_objects(op["url"]).delete(op["url"])  # an earlier pass may have uploaded it
+                return
             if os.path.exists(op["local"]):
-                self.resolve_objects(op["url"]).put_file(op["local"], op["url"])
-                os.unlink(op["local"])
+                self.resolve_objects(op["url"]).move_file(op["local"], op["url"])
             self._set_log(op["id"], op["url"])
+
+    def _deleted(self, exec_id: str) -> bool:
+        """Whether the execution was deleted: it is not there, every journaled document write
+        is replayed, and its fire time is older than retention's grace for runs whose log is
+        pending (:data:`~libdcron.retention.LOG_GRACE`): only then can retention have deleted it;
+        a younger one may still be written (by a node whose store was down, say)."""
+        try:
+            fire = parse_instant(exec_id.rsplit("@", 1)[1].rsplit("#", 1)[0])
+        except (IndexError, ValidationError):
+            return False
+        if utcnow() - fire < LOG_GRACE or self._pending_writes():
+            return False
+        try:
+            self.records.execution(exec_id)
+        except NotFoundError:
+            return True
+        return False
 
     def _complete_now(self, exec_id: str, doc: dict[str, Any]) -> None:
         final = Execution.from_doc(doc)

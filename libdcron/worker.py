@@ -49,6 +49,7 @@ from .proctree import ProcessTree, RunTree, node_key
 from .recorder import Recorder
 from .runloop import Pool, RunLoop, Timer
 from .scripts import ScriptCache
+from .spawner import RemoteProcess, Spawner
 from .transport.messages import Dispatch, DispatchReply
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,15 @@ KILL_GRACE = 2.0
 DRAIN_WAIT = 5.0
 SPAWN_THREADS = 6
 FINISH_THREADS = 8
+#: Spawner helper processes (each starts one process at a time: a fork, then the child's exec).
+SPAWNERS = int(os.environ.get("XSP", "3"))
 
 
 @dataclass(eq=False)
 class RunHandle:
     execution: Execution
     job: Job
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | RemoteProcess | None = None
     cancelled: bool = False
     started: bool = False  # the process is being or has been spawned
     timed_out: bool = False
@@ -119,6 +122,7 @@ class Worker:
         notify: Callable[[Execution], None] | None = None,
         incarnation: str | None = None,
         containment: ProcessTree | None = None,
+        use_spawner: bool = True,
     ) -> None:
         self.node_id = node_id
         self.recorder = recorder
@@ -141,6 +145,10 @@ class Worker:
             node_key(work_dir, node_id), incarnation or uuid.uuid4().hex[:12]
         )
         self._loop = RunLoop("dcron-runs")
+        #: Start the runs' processes from helper processes (see :mod:`libdcron.spawner`), in
+        #: turn; empty once they cannot: runs are then spawned from this process.
+        self._spawners = [Spawner() for _ in range(SPAWNERS)] if use_spawner else []
+        self._next_spawner = 0
         # Spawning and ending wait on the kernel (fork, cgroups, fsync) more than on Python.
         self._prepare = Pool(4, "dcron-prepare")
         self._spawn = Pool(SPAWN_THREADS, "dcron-spawn")
@@ -150,7 +158,7 @@ class Worker:
 
     def running(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [h.execution.to_wire() for h in self._runs.values()]
+            return [h.execution.with_changes(started=h.spawned).to_wire() for h in self._runs.values()]
 
     def dispatch(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Handle a single-run DISPATCH body: see :meth:`accept`."""
@@ -268,41 +276,72 @@ class Worker:
             handle.workdir = tempfile.mkdtemp(prefix="dcron-run-")
             tree = handle.tree = self.containment.run()  # its cgroup, process group and marker
             handle.spawned = utcnow()
+            argv = handle.interpreter.command(str(handle.script))
+            if self._spawners:
+                self._next_spawner = (self._next_spawner + 1) % len(self._spawners)
+                try:
+                    cgroup = str(tree.cgroup) if tree.cgroup is not None else None
+                    self._spawners[self._next_spawner].spawn(
+                        argv, {**env, **tree.env()}, handle.workdir, cgroup, lambda p, e: self._spawned(handle, p, e)
+                    )
+                    return
+                except OSError as exc:
+                    log.warning("cannot use the spawner processes (%s); spawning runs from this process", exc)
+                    self._spawners = []
             try:
-                proc = tree.popen(
-                    handle.interpreter.command(str(handle.script)),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    cwd=handle.workdir,
-                    env=env,
-                )
+                proc = tree.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=handle.workdir, env=env)
             except OSError as exc:
-                tree.close()
-                _rmtree(handle.workdir)
-                self._fail(handle, f"cannot start {job.interpreter}: {exc}")
+                self._spawned(handle, None, exc)
                 return
-            handle.process = proc
-            handle.log_path = self.spool_dir / f"{hashlib.sha256(ex.id.encode()).hexdigest()[:24]}.log"
-            handle.output = CappedLog(handle.log_path, self.log_cap)
-            assert proc.stdout is not None
-            os.set_blocking(proc.stdout.fileno(), False)
-            pidfd = os.pidfd_open(proc.pid)
+            self._spawned(handle, proc, None)
         except Exception as exc:
             log.exception("run %s crashed while starting", ex.id)
             if handle.process is not None:
                 _kill_group(handle.process, handle.tree)
             self._fail(handle, f"worker error: {exc!r}")
+
+    def _spawned(
+        self, handle: RunHandle, proc: subprocess.Popen[bytes] | RemoteProcess | None, error: OSError | None
+    ) -> None:
+        """The run's process started (or could not): watch its output and its end."""
+        ex, tree = handle.execution, handle.tree
+        assert tree is not None
+        if proc is None:
+            tree.close()
+            if handle.workdir:
+                _rmtree(handle.workdir)
+            self._fail(handle, f"cannot start {handle.job.interpreter}: {error}")
             return
-        self._loop.call_soon(lambda: self._watch(handle, pidfd))
+        try:
+            if isinstance(proc, RemoteProcess):
+                tree.pgid = proc.pid  # a session leader, in its cgroup already
+                if proc.cgroup_failed:
+                    tree.detach_cgroup(f"a run could not join {tree.cgroup}")
+            handle.process = proc
+            handle.log_path = self.spool_dir / f"{hashlib.sha256(ex.id.encode()).hexdigest()[:24]}.log"
+            handle.output = CappedLog(handle.log_path, self.log_cap)
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)
+            if isinstance(proc, RemoteProcess):
+                self._loop.call_soon(lambda: self._watch(handle, None))
+                proc.when_exited(lambda: self._loop.call_soon(lambda: self._on_exit(handle, None)))
+            else:
+                pidfd = os.pidfd_open(proc.pid)
+                self._loop.call_soon(lambda: self._watch(handle, pidfd))
+        except Exception as exc:
+            log.exception("run %s crashed while starting", ex.id)
+            _kill_group(proc, tree)
+            self._fail(handle, f"worker error: {exc!r}")
 
     # -- one run: the loop's callbacks (the loop's thread; never block) --------------------------
 
-    def _watch(self, handle: RunHandle, pidfd: int) -> None:
+    def _watch(self, handle: RunHandle, pidfd: int | None) -> None:
         proc = handle.process
         assert proc is not None and proc.stdout is not None
         out = proc.stdout.fileno()
         self._loop.add_reader(out, lambda: self._on_output(handle, out))
-        self._loop.add_reader(pidfd, lambda: self._on_exit(handle, pidfd))
+        if pidfd is not None:  # (a spawner's process reports its end itself)
+            self._loop.add_reader(pidfd, lambda: self._on_exit(handle, pidfd))
         if handle.job.timeout:
             handle.deadline = self._loop.call_at(
                 time.monotonic() + handle.job.timeout, lambda: self._on_timeout(handle)
@@ -331,9 +370,10 @@ class Worker:
         handle.output.close()
         handle.drained.set()
 
-    def _on_exit(self, handle: RunHandle, pidfd: int) -> None:
-        self._loop.remove_reader(pidfd)
-        os.close(pidfd)
+    def _on_exit(self, handle: RunHandle, pidfd: int | None) -> None:
+        if pidfd is not None:
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
         if handle.deadline is not None:
             handle.deadline.cancel()
         self._finish.submit(self._end, handle)
@@ -446,6 +486,8 @@ class Worker:
         for pool in (self._prepare, self._spawn, self._finish):
             pool.shutdown()
         self._loop.close()
+        for spawner in self._spawners:
+            spawner.close()
         self.containment.close()
 
     def _wait_idle(self, timeout: float) -> bool:
@@ -459,7 +501,7 @@ class Worker:
             time.sleep(0.05)
 
 
-def _kill_group(proc: subprocess.Popen[bytes], tree: RunTree | None) -> None:
+def _kill_group(proc: subprocess.Popen[bytes] | RemoteProcess, tree: RunTree | None) -> None:
     """End the run's whole process tree and reap its main process.
 
     SIGTERM to the run's process group, its cgroup and every process carrying its marker, then,

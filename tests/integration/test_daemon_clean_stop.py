@@ -23,11 +23,6 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.xfail(
-    reason="libdcron/node.py Node._on_deposed logs 'node N stepped down; its in-memory schedule is "
-    "discarded' at WARNING when Node.stop() stops the election (it should be INFO once _stopped is set)",
-    strict=False,
-)
 def test_a_clean_stop_logs_nothing_above_info(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     endpoint = f"tcp://127.0.0.1:{_port()}"
     settings = NodeSettings(data_dir=tmp_path / "data", listen=endpoint, node_id="quiet").resolved()

@@ -125,7 +125,7 @@ def test_schedule_from_an_object_key(client: Client, node: Node) -> None:
 def test_update_conflict_and_update(client: Client, script: Path) -> None:
     first = client.schedule("updated", YEARLY, "sh", script)
     assert first["created"] is True and first["job"]["version"] == 1
-    with pytest.raises(ConflictError, match="already exists; pass --update"):
+    with pytest.raises(ConflictError, match="already exists; pass update=True"):
         client.schedule("updated", "0 12 * * *", "sh", script)
     second = client.schedule("updated", "0 12 * * *", "sh", script, update=True, timeout=30, tz="Europe/Paris")
     assert second["created"] is False

@@ -32,6 +32,11 @@ class FlakyObjects(LocalObjectStore):  # type: ignore[misc]
             raise UnavailableError(f"object store unavailable while uploading to {url}: injected")
         super().put_file(local_path, url)
 
+    def move_file(self, local_path: str, url: str) -> None:
+        if self.down:
+            raise UnavailableError(f"object store unavailable while uploading to {url}: injected")
+        super().move_file(local_path, url)
+
 
 class FlakyStore(SQLiteDocumentStore):
     down = False
@@ -242,3 +247,21 @@ def test_a_log_url_for_a_document_not_there_yet_waits_in_the_outbox(parts: Parts
     store.create(EXECUTIONS, ex.id, finish(ex).to_doc())
     wait(lambda: recorder.pending() == 0)
     assert store.get(EXECUTIONS, ex.id)["log"] == url
+
+
+def test_a_pending_upload_of_an_execution_deleted_meanwhile_is_dropped(parts: Parts) -> None:
+    recorder, store, objects, spool = parts
+    ex = running()
+    ex = ex.with_changes(fire_time=ex.fire_time - timedelta(days=2))  # old enough for retention
+    assert recorder.create(ex)
+    objects.down = True
+    url = objects.url_for("logs/j/1.log")
+    local = spooled(spool, "the log")
+    assert not recorder.upload_log(local, url, ex.id), "journaled while object storage is down"
+    recorder.complete(finish(ex))
+    doc = store.get(EXECUTIONS, ex.id)
+    store.delete(EXECUTIONS, ex.id, doc["_rev"])  # retention deleted it meanwhile
+    objects.down = False
+    wait(lambda: recorder.pending() == 0)
+    assert not Path(local).exists(), "the spooled log is removed"
+    assert not objects.exists(url), "and never uploaded: no document names it"

@@ -54,3 +54,18 @@ def test_non_dcron_exception_is_reported_as_internal() -> None:
 def test_malformed_reply() -> None:
     with pytest.raises(ProtocolError):
         protocol.decode_reply([b"nope"])
+
+
+def test_a_z85_key_with_a_slash_is_a_key_not_a_path() -> None:
+    import zmq
+
+    from libdcron.transport.keys import load_public, load_secret
+
+    for _ in range(200):  # Z85 has "/" in its alphabet: find a key pair whose texts hold one
+        public, secret = zmq.curve_keypair()
+        if b"/" in public and b"/" in secret:
+            break
+    else:
+        raise AssertionError("no key with a slash in 200 tries")
+    assert load_public(public.decode(), "server key") == public
+    assert load_secret(secret.decode(), "client key").public == public

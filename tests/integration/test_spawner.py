@@ -1,0 +1,94 @@
+"""The spawner helper process (libdcron.spawner) on real processes: start, output, exit codes,
+a command that cannot start, a cgroup it cannot join, and the helper dying under its runs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from libdcron.spawner import RemoteProcess, Spawner
+from libdcron.testing import wait_for
+
+
+class Replies:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.process: RemoteProcess | None = None
+        self.error: OSError | None = None
+
+    def __call__(self, process: RemoteProcess | None, error: OSError | None) -> None:
+        self.process, self.error = process, error
+        self.done.set()
+
+
+@pytest.fixture
+def spawner() -> Iterator[Spawner]:
+    s = Spawner()
+    yield s
+    s.close()
+
+
+def spawn(spawner: Spawner, script: str, cgroup: str | None = None) -> Replies:
+    replies = Replies()
+    spawner.spawn(["/bin/sh", "-c", script], dict(os.environ), "/tmp", cgroup, replies)
+    assert replies.done.wait(10), "no reply from the spawner"
+    return replies
+
+
+def test_output_and_exit_code_come_back(spawner: Spawner) -> None:
+    replies = spawn(spawner, "echo out; echo err >&2; exit 3")
+    process = replies.process
+    assert process is not None and replies.error is None
+    ended = threading.Event()
+    process.when_exited(ended.set)
+    assert process.wait(10) == 3 and ended.wait(1)
+    assert process.stdout.read() == b"out\nerr\n"
+    called = threading.Event()
+    process.when_exited(called.set)  # after the end: called at once
+    assert called.is_set()
+
+
+def test_many_runs_at_once(spawner: Spawner) -> None:
+    runs = [spawn(spawner, f"exit {i % 5}") for i in range(50)]
+    assert [r.process.wait(10) for r in runs if r.process] == [i % 5 for i in range(50)]
+
+
+def test_a_command_that_cannot_start_is_an_error(spawner: Spawner) -> None:
+    replies = Replies()
+    spawner.spawn(["/no/such/interpreter", "x"], {}, None, None, replies)
+    assert replies.done.wait(10)
+    assert replies.process is None and replies.error is not None
+    assert replies.error.errno == errno.ENOENT and "/no/such/interpreter" in str(replies.error)
+
+
+def test_a_cgroup_it_cannot_join_runs_the_command_without_one(spawner: Spawner, tmp_path: Path) -> None:
+    replies = spawn(spawner, "exit 0", cgroup=str(tmp_path / "not-a-cgroup"))
+    assert replies.process is not None and replies.process.cgroup_failed
+    assert replies.process.wait(10) == 0
+
+
+def test_when_the_helper_dies_its_runs_are_ended_and_a_new_helper_starts(spawner: Spawner) -> None:
+    replies = spawn(spawner, "sleep 300")
+    process = replies.process
+    assert process is not None
+    helper = spawner._helper
+    assert helper is not None
+    os.kill(helper.pid, signal.SIGKILL)
+    assert process.wait(10) == -signal.SIGKILL
+    wait_for(lambda: not os.path.exists(f"/proc/{process.pid}") or _zombie(process.pid), 5)
+    again = spawn(spawner, "exit 7")
+    assert again.process is not None and again.process.wait(10) == 7
+    assert spawner._helper is not helper
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
