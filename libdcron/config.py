@@ -77,6 +77,9 @@ class NodeSettings:
     log_cap: int = 10 * 1024 * 1024
     lookback: float = 300.0
     lead: float = 5.0  # at most this many seconds ahead a run is sent (half the gap to the next run at most)
+    #: At a stop (SIGTERM), seconds runs in progress may take to end before they are killed and
+    #: recorded ``lost`` (which the leader retries on another node, or after the restart).
+    stop_grace: float = 10.0
     #: Retention (libdcron.retention), for jobs that set none of their own: executions of the newest
     #: ``keep_runs`` fire times of each job that are also at most ``keep_days`` days old are kept
     #: (0: no limit of that kind); the leader sweeps every ``retention_interval`` seconds.
@@ -114,6 +117,7 @@ class NodeSettings:
         _integer("log_cap", self.log_cap, minimum=0)
         _seconds("lookback", self.lookback)
         _seconds("lead", self.lead)
+        _seconds("stop_grace", self.stop_grace)
         _integer("keep_runs", self.keep_runs, minimum=0, maximum=MAX_KEEP_RUNS)
         _integer("keep_days", self.keep_days, minimum=0, maximum=MAX_KEEP_DAYS)
         _seconds("retention_interval", self.retention_interval)
@@ -144,6 +148,7 @@ class NodeSettings:
             log_cap=self.log_cap,
             lookback=float(self.lookback),
             lead=float(self.lead),
+            stop_grace=float(self.stop_grace),
             keep_runs=self.keep_runs,
             keep_days=self.keep_days,
             retention_interval=float(self.retention_interval),

@@ -85,6 +85,13 @@ def _write_pidfile(path: Path) -> None:
     "--log-cap", envvar="DCRON_LOG_CAP", type=int, default=None, help="Bytes kept per run log [10 MiB]."
 )
 @click.option(
+    "--stop-grace",
+    envvar="DCRON_STOP_GRACE",
+    type=float,
+    default=None,
+    help="At SIGTERM, seconds runs in progress get to end before they are killed (recorded lost, retried) [10].",
+)
+@click.option(
     "--keep-runs",
     envvar="DCRON_KEEP_RUNS",
     type=int,

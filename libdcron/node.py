@@ -227,8 +227,15 @@ class Node:
             log.log(level, "node %s stepped down; its in-memory schedule is discarded", self.node_id)
             threading.Thread(target=leader.stop, name="dcron-stepdown", daemon=True).start()
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Step down, finish or hand back running jobs, close everything."""
+    def stop(self, grace: float | None = None) -> None:
+        """Step down, finish or hand back running jobs, close everything.
+
+        Runs in progress get ``grace`` seconds (default: the ``stop_grace`` setting) to end; then
+        they are killed and recorded ``lost``, and the leader (another node's, or this one's after
+        a restart) runs another attempt.
+        """
+        if grace is None:
+            grace = self.settings.stop_grace
         self._stopped.set()
         leader, retention = self.leader, self.retention
         if retention is not None:

@@ -155,6 +155,20 @@ class Records:
                 found.add((job, fire))
         return found
 
+    def newest_attempts_since(self, instant: datetime) -> dict[tuple[str, datetime], Execution]:
+        """The newest attempt of every ``(job, fire time)`` at ``instant`` or later (one query)."""
+        bound = format_instant(instant - timedelta(seconds=1))
+        newest: dict[tuple[str, datetime], Execution] = {}
+        for doc in self.store.find(EXECUTIONS, {}, sort=[("fire_time", False)], after=("fire_time", bound)):
+            try:
+                ex = Execution.from_doc(doc)
+            except ValidationError:
+                continue
+            key = (ex.job, ex.fire_time)
+            if ex.fire_time >= instant and (key not in newest or newest[key].attempt < ex.attempt):
+                newest[key] = ex
+        return newest
+
     def create_execution(self, ex: Execution) -> str:
         """Insert an attempt; :class:`ConflictError` when it exists (another worker runs it)."""
         return self.store.create(EXECUTIONS, ex.id, ex.to_doc())

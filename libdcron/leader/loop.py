@@ -124,19 +124,22 @@ class Leader:
         """Rebuild the schedule from the store: jobs, runs in progress, lookback.
 
         Three reads, whatever the number of jobs: the enabled jobs (in pages), the runs in
-        progress, and the first attempts within the lookback window (one query, not one per job).
+        progress, and the attempts within the lookback window (one query, not one per job): a
+        fire time with an attempt is not run again, but a last attempt that ended ``lost`` or
+        ``timeout`` unretried (its leader stopped first) is retried.
         """
         self._feed_since = self.store.changes(None)[1]
         jobs = self.records.all_enabled_jobs()
         running = self.records.running()
         now = self.clock()
-        ran = self.records.fire_times_since(now - timedelta(seconds=self.state.lookback))
+        ran = self.records.newest_attempts_since(now - timedelta(seconds=self.state.lookback))
+        unretried = [ex for ex in ran.values() if ex.status.retried]
 
         def attempt_exists(name: str, fire: datetime) -> bool:
             return (name, fire) in ran
 
         with self._cond:
-            self._submit(self.state.load(jobs, running, now, attempt_exists))
+            self._submit(self.state.load(jobs, running, now, attempt_exists, unretried))
             self._cond.notify_all()
         log.info("leader loaded %d enabled jobs, %d runs in progress", len(jobs), len(running))
 

@@ -161,11 +161,20 @@ class LeaderState:
     # -- events ----------------------------------------------------------------------------------
 
     def load(
-        self, jobs: Iterable[Job], running: Iterable[Execution], now: datetime, attempt_exists: AttemptExists
+        self,
+        jobs: Iterable[Job],
+        running: Iterable[Execution],
+        now: datetime,
+        attempt_exists: AttemptExists,
+        unretried: Iterable[Execution] = (),
     ) -> list[Start]:
         """Elected: the enabled jobs and the runs in progress, as read from the store.
 
         A job's newest fire time within :attr:`lookback` runs once unless ``attempt_exists``.
+        ``unretried``: the newest attempts within the lookback that ended ``lost`` or ``timeout``
+        with no later attempt (the leader that should have retried them stopped, as a single node
+        does on SIGTERM): each is retried now, unless its job has a run in progress or a newer
+        fire time already started.
         """
         for job in jobs:
             self._upsert(job, now, attempt_exists)
@@ -189,8 +198,19 @@ class LeaderState:
                         js.generation = next(self._generations)
                         self._push(js, self._fire_times.next_after(js.schedule, ex.fire_time))  # type: ignore[arg-type]
         self._fire_times.clear()  # the load's answers (asked at ``now``) are of no further use
-        starts = [self._release(js) for js in self.jobs.values()]
-        return [s for s in starts if s is not None]
+        retries: list[Start] = []
+        for ex in unretried:
+            js = self.jobs.get(ex.job)
+            if js is None or js.run is not None:
+                continue
+            if not ex.manual:
+                if self._last_fire.get(ex.job, ex.fire_time) > ex.fire_time:
+                    continue
+                self._last_fire[ex.job] = ex.fire_time
+            js.run = Run(ex.fire_time, ex.attempt, ex.manual, node=ex.node, tried={ex.node})
+            retries += self.ended(ex)  # as if it had just ended: retried, or the job rests
+        starts = [self._release(js) for js in self.jobs.values() if js.run is None]
+        return retries + [s for s in starts if s is not None]
 
     def upsert(self, job: Job, now: datetime) -> None:
         """A job was written (created, changed, disabled or enabled)."""

@@ -320,6 +320,29 @@ def test_a_run_killed_with_its_node_is_marked_lost_when_the_node_restarts(
     assert retry["fire_time"] == row["fire_time"]
 
 
+def test_sigterm_gives_runs_the_stop_grace_then_they_are_lost_and_retried_after_restart(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    node = cluster.add("solo", "--stop-grace", "1")
+    cluster.wait_ready()
+    cluster.dcron(
+        "schedule", "long", "-c", "0 0 1 1 *", "-i", "sh", "-s", write(tmp_path, "l.sh", "sleep 60\n")
+    )
+    cluster.dcron("run", "long")
+    wait_for(lambda: executions(cluster, "long") and executions(cluster, "long")[0]["status"] == "running", 10)
+    started = time.monotonic()
+    assert node.terminate() == 0
+    assert time.monotonic() - started < 10, "the grace is 1 s, then the run is killed"
+    # The node was its own leader and stopped first: the restarted node retries the attempt.
+    cluster.nodes.clear()
+    cluster.add("solo")
+    cluster.wait_ready()
+    retry = wait_for(lambda: next((r for r in executions(cluster, "long") if r["attempt"] == 2), None), 15)
+    row = next(r for r in executions(cluster, "long") if r["attempt"] == 1)
+    assert row["status"] == "lost" and "shut down mid-run" in row["reason"], row
+    assert retry["fire_time"] == row["fire_time"]
+
+
 def test_exit_codes_for_bad_configuration_and_a_taken_address(cluster: Cluster, tmp_path: Path) -> None:
     node = cluster.add("first")
     cluster.wait_ready()

@@ -15,7 +15,7 @@ from dcron_plugins.storage_local import LocalObjectStore
 from dcron_plugins.store_sqlite import SQLiteDocumentStore
 
 from libdcron.abc import EXECUTIONS, Interpreter, ObjectStore
-from libdcron.model import Job, format_instant, utcnow
+from libdcron.model import Job, format_instant, parse_instant, utcnow
 from libdcron.recorder import Recorder
 from libdcron.testing import wait_for
 from libdcron.worker import Worker
@@ -123,6 +123,21 @@ def test_runs_that_cannot_start_are_recorded_as_errors(
     doc = wait_done(store, "c", 1)[0]
     assert doc["status"] == "error"
     assert reason in doc["reason"]
+    assert doc["started"] is None and doc["ended"], "it never started: no start time after its end"
+
+
+def test_a_run_sent_ahead_has_no_start_time_until_it_starts(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore],
+) -> None:
+    worker, store, objects = parts
+    url, _ = upload(objects, "scripts/ahead.sh", "echo ahead\n")
+    assert dispatch(worker, Job("ahead", "0 0 1 1 *", "sh", url), delay=2)["accepted"]
+    (doc,) = store.find(EXECUTIONS, {"job": "ahead"})
+    assert doc["status"] == "running" and doc["started"] is None, "not a start time in the future"
+    assert [r["started"] for r in worker.running()] == [None]
+    done = wait_done(store, "ahead", 1)[0]
+    fire, started, ended = (parse_instant(done[k]) for k in ("fire_time", "started", "ended"))
+    assert done["status"] == "succeeded" and fire <= started <= ended
 
 
 def test_busy_worker_declines_and_a_second_insert_is_a_duplicate(

@@ -89,6 +89,26 @@ def test_lookback_waits_behind_a_run_in_progress_at_election() -> None:
     ]
 
 
+def test_a_lost_attempt_left_unretried_by_a_stopped_leader_is_retried_at_election() -> None:
+    # A single node stopped with a run in progress: its worker recorded attempt 1 lost after the
+    # leader had stepped down.  The next leader retries it elsewhere (attempt 2), once.
+    fire = at("2026-01-01T12:04:00")
+    lost = Execution("j", fire, 1, "a", Status.LOST, ended=fire + timedelta(seconds=3))
+    state = LeaderState()
+    starts = state.load(
+        [job("j", "*/10 * * * *")], [], at("2026-01-01T12:05:30"), lambda n, f: (n, f) == ("j", fire), [lost]
+    )
+    assert [(s.job, s.fire_time, s.attempt, s.tried) for s in starts] == [("j", fire, 2, {"a"})]
+    # The last attempt allowed, or a job with another run in progress: no retry.
+    now = at("2026-01-01T12:05:30")
+    state = LeaderState()
+    assert state.load([job("j", "*/10 * * * *")], [], now, lambda n, f: True, [lost.with_changes(attempt=3)]) == []
+    running = Execution("j", fire + timedelta(minutes=1), 1, "b", Status.RUNNING)
+    state = LeaderState()
+    assert state.load([job("j", "*/10 * * * *")], [running], now, lambda n, f: True, [lost]) == []
+    assert state.jobs["j"].run is not None and state.jobs["j"].run.node == "b"
+
+
 def test_jobs_sharing_a_schedule_share_its_fire_times() -> None:
     state, starts = loaded(*(job(f"j{i}", "*/2 * * * *") for i in range(50)), now=at("2026-01-01T12:05:30"))
     assert len(starts) == 50 and {s.fire_time for s in starts} == {at("2026-01-01T12:04:00")}
