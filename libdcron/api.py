@@ -9,6 +9,7 @@ into error replies.  The CLI is a thin client of these commands.
 from __future__ import annotations
 
 import base64
+import builtins
 from collections.abc import Callable
 from typing import Any
 
@@ -204,6 +205,23 @@ class Api(RegistrationApi):
         for (i, _), reply in zip(good, accepted, strict=True):
             replies[i] = reply
         return {"replies": replies}
+
+    def dispatch_local(self, runs: builtins.list[Dispatch]) -> builtins.list[DispatchReply]:
+        """This node's leader sending runs to this node's worker: the checks of :meth:`dispatch`
+        (but the sender's, which is this node) without the wire."""
+        replies: builtins.list[DispatchReply | None] = [None] * len(runs)
+        good: builtins.list[tuple[int, Dispatch]] = []
+        for i, msg in enumerate(runs):
+            try:
+                self._check_run(msg)
+            except (ValidationError, ForbiddenError) as exc:
+                replies[i] = DispatchReply(False, reason=f"refused: {exc}")
+                continue
+            good.append((i, msg))
+        accepted = self.node.worker.accept_many([msg for _, msg in good]) if good else []
+        for (i, _), reply in zip(good, accepted, strict=True):
+            replies[i] = DispatchReply.from_body(reply)
+        return [r or DispatchReply(False, reason="no answer") for r in replies]
 
     def _check_run(self, msg: Dispatch) -> None:
         ahead = (msg.fire_time - utcnow()).total_seconds()

@@ -207,7 +207,15 @@ class Node:
             if self.leader is not None:
                 return
             s = self.settings
-            self.leader = Leader(self.node_id, self.store, self.election, self.transport, s.lookback, s.lead)
+            self.leader = Leader(
+                self.node_id,
+                self.store,
+                self.election,
+                self.transport,
+                s.lookback,
+                s.lead,
+                local_worker=self.api.dispatch_local if self.api is not None else None,
+            )
             self.leader.start()
             policy = Policy(s.keep_runs, s.keep_days)
             sweeper = Retention(self.store, self.resolve_objects, policy)

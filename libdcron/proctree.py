@@ -370,7 +370,7 @@ class RunTree:
                 if not self._ended:
                     _signal_group(self.pgid, signal.SIGKILL)
                     self._ended = True
-                self.close()
+                self.close(seen_empty=self.cgroup is not None)
                 return pids
             _signal_group(self.pgid, signal.SIGTERM)
             for pid in pids:
@@ -402,11 +402,11 @@ class RunTree:
             self.close()
             return pids
 
-    def close(self) -> None:
+    def close(self, seen_empty: bool = False) -> None:
         """Give the run's cgroup back for another run, or remove it (once empty); the run must
-        have ended."""
+        have ended.  ``seen_empty``: its ``cgroup.procs`` was just read empty."""
         if self.cgroup is not None:
-            if _reusable(self.cgroup) and self.tree._release(self.cgroup):
+            if _reusable(self.cgroup, seen_empty) and self.tree._release(self.cgroup):
                 self.cgroup = None
                 return
             deadline = time.monotonic() + 1.0
@@ -418,10 +418,10 @@ class RunTree:
             self.cgroup = None
 
 
-def _reusable(path: Path) -> bool:
+def _reusable(path: Path, seen_empty: bool = False) -> bool:
     """Whether the cgroup ``path`` is empty: no process, no child cgroup (a run may make some)."""
     try:
-        if cgroup_pids(path):
+        if not seen_empty and cgroup_pids(path):
             return False
         return not any(entry.is_dir(follow_symlinks=False) for entry in os.scandir(path))
     except OSError:

@@ -42,8 +42,12 @@ class Leader:
         feed_interval: float = 0.25,
         dispatch_threads: int = 16,
         clock: Callable[[], datetime] = utcnow,
+        local_worker: Callable[[list[Dispatch]], list[DispatchReply]] | None = None,
     ) -> None:
         self.node_id = node_id
+        #: This node's own worker, called directly instead of through the transport (no
+        #: encoding, no socket) when a run goes to this node.
+        self.local_worker = local_worker
         self.store = store
         self.records = Records(store)
         self.election = election
@@ -258,6 +262,9 @@ class Leader:
         for at in range(0, len(group), MAX_DISPATCH_RUNS):
             chunk = group[at : at + MAX_DISPATCH_RUNS]
             runs = [Dispatch(job, run.fire_time, run.attempt, self.node_id, run.manual) for _, run, job in chunk]
+            if self.local_worker is not None and member.node_id == self.node_id:
+                replies += self.local_worker(runs)
+                continue
             try:
                 answer = self.transport.request(
                     member.endpoint, "DISPATCH", DispatchBatch.of(self.node_id, runs), timeout=3.0, retries=0
