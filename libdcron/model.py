@@ -9,6 +9,7 @@ wire and in the store, so that they sort as text.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -229,7 +230,7 @@ class Execution:
     incarnation: str | None = None  # the worker process's id: a restarted node is a new incarnation
     rev: str | None = field(default=None, compare=False)
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         return execution_id(self.job, self.fire_time, self.attempt)
 

@@ -122,6 +122,16 @@ def test_schedule_from_an_object_key(client: Client, node: Node) -> None:
         client.schedule("missing", YEARLY, "sh", "jobs/missing.sh")
 
 
+def test_an_empty_time_zone_is_refused_at_registration_as_by_next(client: Client, script: Path) -> None:
+    from libdcron.schedule import parse_schedule
+
+    with pytest.raises(ValidationError, match="time zone is empty") as registered:
+        client.schedule("nozone", YEARLY, "sh", script, tz="")
+    with pytest.raises(ValidationError, match="time zone is empty") as parsed:
+        parse_schedule(YEARLY, "")  # what `dcron next --tz ''` does
+    assert str(registered.value) == str(parsed.value)
+
+
 def test_update_conflict_and_update(client: Client, script: Path) -> None:
     first = client.schedule("updated", YEARLY, "sh", script)
     assert first["created"] is True and first["job"]["version"] == 1
