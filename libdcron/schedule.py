@@ -90,7 +90,7 @@ class Schedule:
     cached here.
     """
 
-    __slots__ = ("_cron", "_every", "_lock", "_zone", "expression", "fixed_time", "tz")
+    __slots__ = ("_cron", "_every", "_lock", "_make_cron", "_zone", "expression", "fixed_time", "tz")
 
     expression: str
     tz: str
@@ -102,6 +102,7 @@ class Schedule:
         self._zone = load_zone(tz)
         self._every: int | None = None
         self._cron: Any = None
+        self._make_cron: Any = None  # builds ``_cron`` (see compile_fields)
         self._lock = threading.Lock()
         self.fixed_time = False
 
@@ -134,7 +135,7 @@ class Schedule:
                 f"invalid cron expression {expression!r}: expected 5 fields (minute hour day-of-month "
                 f"month day-of-week) or 6 with the seconds first, got {len(words)}"
             )
-        self._cron = compile_fields(expression, words)
+        self._make_cron = compile_fields(expression, words)  # built at the first fire time asked
         self.fixed_time = len(words) == 5 and not words[0].startswith("*") and not words[1].startswith("*")
 
     def __repr__(self) -> str:
@@ -296,6 +297,8 @@ class Schedule:
     def _cron_next(self, wall: datetime) -> datetime:
         """The first wall time of the expression strictly after the naive ``wall``."""
         with self._lock:
+            if self._cron is None:
+                self._cron = self._make_cron()
             try:
                 found: datetime = self._cron.get_next(datetime, start_time=wall)
             except Exception as exc:  # croniter raises several kinds; none may escape
@@ -307,6 +310,8 @@ class Schedule:
     def _cron_prev(self, wall: datetime) -> datetime | None:
         """The last wall time of the expression at or before the naive ``wall``, or None."""
         with self._lock:
+            if self._cron is None:
+                self._cron = self._make_cron()
             try:
                 found: datetime = self._cron.get_prev(datetime, start_time=wall + _US)
             except Exception:  # croniter raises several kinds; none may escape
