@@ -5,8 +5,8 @@ child into its cgroup) costs little CPU, but every step waits for the interprete
 daemon's other threads hold: measured on the 2-core test machine, a spawn took 1 ms in an idle
 process and 8-20 ms inside a dcrond running 300-500 runs a second, which capped a node at about 300
 spawns a second.  So a worker hands spawning to a helper: this module run as a script, a
-single-threaded process with a small heap, which forks every run (the child puts itself into its
-cgroup before it execs, which a single-threaded parent may do safely), reaps it, and reports.
+single-threaded process with a small heap, which starts every run (it joins the run's cgroup, forks
+the run's process there with a ``vfork``, and goes back to its own cgroup), reaps it, and reports.
 
 Protocol, over a ``SOCK_SEQPACKET`` socket pair (one JSON object per message):
 
@@ -216,22 +216,38 @@ class Spawner:
 # -- the helper process ---------------------------------------------------------------------------
 
 
-def _into_cgroup(path: str) -> Callable[[], None]:
-    def enter() -> None:  # in the child, before exec: a single-threaded parent makes this safe
-        fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
-        try:
-            os.write(fd, b"0")  # "0": the writing process itself
-        finally:
-            os.close(fd)
+def _join(path: str) -> None:
+    """Move this (single-threaded) process into the cgroup ``path``."""
+    fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
+    try:
+        os.write(fd, b"0")  # "0": the writing process itself
+    finally:
+        os.close(fd)
 
-    return enter
+
+def _home() -> str | None:
+    """This process's own cgroup v2 folder, or None without a cgroup2 mount."""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            mount = next((line.split()[1] for line in mounts if line.split()[2:3] == ["cgroup2"]), None)
+        with open("/proc/self/cgroup") as own:
+            path = next((line[3:].strip() for line in own if line.startswith("0::")), None)
+    except OSError:
+        return None
+    if mount is None or path is None:
+        return None
+    return os.path.join(mount, path.lstrip("/"))
+
+
+#: The helper's own cgroup, which it goes back to after each spawn into a run's cgroup.
+HOME: str | None = None
 
 
 def _start(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]], message: dict[str, Any]) -> None:
     read, write = os.pipe()
     cgroup, cgroup_failed = message.get("cgroup"), False
 
-    def popen(into: str | None) -> subprocess.Popen[bytes]:
+    def popen() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             message["argv"],
             stdin=subprocess.DEVNULL,
@@ -240,16 +256,29 @@ def _start(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]], me
             cwd=message.get("cwd"),
             env=message["env"],
             start_new_session=True,
-            preexec_fn=_into_cgroup(into) if into else None,
         )
 
     try:
-        try:
-            proc = popen(cgroup)
-        except subprocess.SubprocessError:
-            if not cgroup:
-                raise
-            proc, cgroup_failed = popen(None), True  # the child could not join its cgroup
+        if cgroup and HOME is not None:
+            # Join the run's cgroup, fork (the child is born in it, and a vfork is possible: no
+            # code runs in the child before its exec), go back home.
+            try:
+                _join(cgroup)
+            except OSError:
+                cgroup_failed = True
+                proc = popen()
+            else:
+                try:
+                    proc = popen()
+                finally:
+                    try:
+                        _join(HOME)
+                    except OSError as exc:  # it would count as a member of the run: give up
+                        print(f"dcron spawner: cannot go back to {HOME}: {exc}", file=sys.stderr)
+                        os._exit(70)
+        else:
+            cgroup_failed = bool(cgroup)
+            proc = popen()
     except (OSError, subprocess.SubprocessError) as exc:
         os.close(read)
         if isinstance(exc, OSError) and exc.errno:
@@ -285,6 +314,8 @@ def _reap(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]]) -> 
 
 
 def serve(fd: int) -> None:
+    global HOME
+    HOME = _home()
     sock = socket.socket(fileno=fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)

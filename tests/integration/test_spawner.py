@@ -92,3 +92,26 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_run_is_born_in_its_cgroup_and_the_helper_goes_back_to_its_own(spawner: Spawner, tmp_path: Path) -> None:
+    from libdcron.proctree import ProcessTree, node_key
+
+    tree = ProcessTree(node_key(tmp_path, "sp"), "inc1")
+    run = tree.run()
+    if run.cgroup is None:
+        pytest.skip("this host lets no cgroup v2 be made")
+    try:
+        replies = spawn(spawner, "cat /proc/self/cgroup; sleep 0.2", cgroup=str(run.cgroup))
+        process = replies.process
+        assert process is not None and not process.cgroup_failed
+        assert process.wait(10) == 0
+        line = next(x for x in process.stdout.read().decode().splitlines() if x.startswith("0::"))
+        assert line.endswith(f"/{run.cgroup.name}"), line
+        helper = spawner._helper
+        assert helper is not None
+        own = Path(f"/proc/{helper.pid}/cgroup").read_text()
+        assert run.cgroup.name not in own, "the helper left the run's cgroup"
+    finally:
+        run.close()
+        tree.close()
