@@ -56,12 +56,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.lru_cache(maxsize=8192)  # many runs share a fire time: each is written many times
 def format_instant(value: datetime) -> str:
     """``2026-11-26T21:34:00Z`` or ``...:00.250000Z``: fixed width per precision, sorts as text."""
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
+    v = value.astimezone(UTC)
+    text = f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+    if v.microsecond:
+        text += f".{v.microsecond:06d}"
     return text + "Z"
 
 

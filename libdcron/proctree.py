@@ -91,7 +91,7 @@ MARKER_VAR = "DCRON_RUN_MARKER"
 KILL_DEADLINE = 5.0
 _POLL = 0.02
 #: Empty cgroups of ended runs kept for the next runs (each run otherwise makes and removes one).
-FREE_CGROUPS = 256
+FREE_CGROUPS = 1024
 
 
 def node_key(data_dir: str | os.PathLike[str], node_id: str) -> str:

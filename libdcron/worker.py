@@ -144,6 +144,8 @@ class Worker:
         self.containment = containment or ProcessTree(
             node_key(work_dir, node_id), incarnation or uuid.uuid4().hex[:12]
         )
+        #: The environment runs inherit, read once (``os.environ`` is slow to copy at every run).
+        self._environ = dict(os.environ)
         self._loop = RunLoop("dcron-runs")
         #: Start the runs' processes from helper processes (see :mod:`libdcron.spawner`), in
         #: turn; empty once they cannot: runs are then spawned from this process.
@@ -260,7 +262,7 @@ class Worker:
         ex, job = handle.execution, handle.job
         assert handle.interpreter is not None and handle.script is not None
         env = {
-            **os.environ,
+            **self._environ,
             "DCRON_JOB": job.name,
             "DCRON_FIRE_TIME": format_instant(ex.fire_time),
             "DCRON_EXECUTION_ID": ex.id,
