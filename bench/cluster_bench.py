@@ -59,6 +59,7 @@ from typing import Any
 from libdcron.client import Client
 from libdcron.errors import DcronError
 from libdcron.model import parse_instant
+from libdcron.transport.keys import ensure_local_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -354,8 +355,13 @@ class Dcron:
     procs: Processes
     node_args: Callable[[str], list[str]]  # node id -> mode-specific flags
     nodes: list[Node] = field(default_factory=list)
+    #: The folder whose keys/ the nodes share (``--keys-dir`` in cluster mode, the shared data
+    #: folder in embedded mode) and the clients use: made before the nodes start.
+    keys_home: Path | None = None
 
     def start(self) -> None:
+        if self.keys_home is not None:
+            ensure_local_keys(self.keys_home / "keys")
         env = {k: v for k, v in os.environ.items() if not k.startswith("DCRON_")}
         env["PYTHONUNBUFFERED"] = "1"
         for i in range(1, NODES + 1):
@@ -382,13 +388,13 @@ class Dcron:
         self.wait_members(NODES, 60)
 
     def client(self, node: Node, timeout: float = 10.0) -> Client:
-        return Client(node.endpoint, timeout=timeout)
+        return Client(node.endpoint, timeout=timeout, data_dir=self.keys_home)
 
     def alive(self) -> list[Node]:
         return [n for n in self.nodes if n.proc.alive()]
 
     def any_client(self, timeout: float = 10.0) -> Client:
-        return Client([n.endpoint for n in self.alive()], timeout=timeout)
+        return Client([n.endpoint for n in self.alive()], timeout=timeout, data_dir=self.keys_home)
 
     def status(self, node: Node, timeout: float = 1.0) -> dict[str, Any] | None:
         with self.client(node, timeout) as c:
@@ -762,7 +768,7 @@ def run_mode(
     """Measure one mode; figures go into ``result`` as they come (so a failure keeps them)."""
     root = base / name
     root.mkdir()
-    dc = Dcron(name, root, procs, node_args)
+    dc = Dcron(name, root, procs, node_args, keys_home=root / ("keys-home" if name == "cluster" else "shared"))
     t0 = time.monotonic()
     dc.start()
     say(
@@ -911,6 +917,8 @@ def main() -> int:
                 return [
                     "--data-dir",
                     str(base / "cluster" / "data" / node_id),
+                    "--keys-dir",
+                    str(base / "cluster" / "keys-home" / "keys"),
                     "--election",
                     f"zk://127.0.0.1:{zk_port}{chroot}",
                     "--store",
