@@ -25,29 +25,25 @@ runs in flight.  Every store or storage failure is journaled by
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import shutil
-import signal
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .abc import Interpreter, ObjectStore
 from .errors import ConflictError, DcronError
-from .model import Execution, Job, Status, execution_id, format_instant, utcnow
-from .proctree import ProcessTree, RunTree, node_key
+from .model import Execution, Status, execution_id, format_instant, utcnow
+from .proctree import ProcessTree, node_key
 from .recorder import Recorder
-from .runloop import Pool, RunLoop, Timer
+from .runloop import Pool, RunLoop
+from .runs import KILL_GRACE, CappedLog, RunHandle, kill_group, rmtree
 from .scripts import ScriptCache
 from .spawner import RemoteProcess, Spawner
 from .transport.messages import Dispatch, DispatchReply
@@ -55,57 +51,12 @@ from .transport.messages import Dispatch, DispatchReply
 log = logging.getLogger(__name__)
 
 DEFAULT_LOG_CAP = 10 * 1024 * 1024
-KILL_GRACE = 2.0
 #: How long a run's log pipe may stay open after its process tree ended (something escaped).
 DRAIN_WAIT = 5.0
 SPAWN_THREADS = 6
 FINISH_THREADS = 8
 #: Spawner helper processes (each starts one process at a time: a fork, then the child's exec).
-SPAWNERS = int(os.environ.get("XSP", "3"))
-
-
-@dataclass(eq=False)
-class RunHandle:
-    execution: Execution
-    job: Job
-    process: subprocess.Popen[bytes] | RemoteProcess | None = None
-    cancelled: bool = False
-    started: bool = False  # the process is being or has been spawned
-    timed_out: bool = False
-    done: bool = False  # its end is being recorded
-    interpreter: Interpreter | None = None
-    script: Path | None = None
-    start_timer: Timer | None = None  # set once prepared: waits for the fire instant
-    deadline: Timer | None = None  # the job's timeout
-    tree: RunTree | None = None
-    workdir: str | None = None
-    log_path: Path | None = None
-    output: CappedLog | None = None
-    spawned: datetime | None = None  # when the process was spawned
-    drained: threading.Event = field(default_factory=threading.Event)
-
-
-class CappedLog:
-    """A run's log file: past ``cap`` bytes, output is counted and discarded."""
-
-    def __init__(self, path: Path, cap: int) -> None:
-        self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed by close())
-        self.cap = cap
-        self.written = self.dropped = 0
-
-    def write(self, chunk: bytes) -> None:
-        room = self.cap - self.written
-        if room > 0:
-            self.file.write(chunk[:room])
-            self.written += min(room, len(chunk))
-        self.dropped += max(0, len(chunk) - max(room, 0))
-
-    def close(self) -> None:
-        if self.dropped:
-            self.file.write(
-                f"\n[dcron: log truncated at {self.cap} bytes; {self.dropped} more bytes discarded]\n".encode()
-            )
-        self.file.close()
+SPAWNERS = 3
 
 
 class Worker:
@@ -299,7 +250,7 @@ class Worker:
         except Exception as exc:
             log.exception("run %s crashed while starting", ex.id)
             if handle.process is not None:
-                _kill_group(handle.process, handle.tree)
+                kill_group(handle.process, handle.tree)
             self._fail(handle, f"worker error: {exc!r}")
 
     def _spawned(
@@ -311,7 +262,7 @@ class Worker:
         if proc is None:
             tree.close()
             if handle.workdir:
-                _rmtree(handle.workdir)
+                rmtree(handle.workdir)
             self._fail(handle, f"cannot start {handle.job.interpreter}: {error}")
             return
         try:
@@ -332,7 +283,7 @@ class Worker:
                 self._loop.call_soon(lambda: self._watch(handle, pidfd))
         except Exception as exc:
             log.exception("run %s crashed while starting", ex.id)
-            _kill_group(proc, tree)
+            kill_group(proc, tree)
             self._fail(handle, f"worker error: {exc!r}")
 
     # -- one run: the loop's callbacks (the loop's thread; never block) --------------------------
@@ -385,7 +336,7 @@ class Worker:
         if proc is None or proc.poll() is not None:
             return
         handle.timed_out = True
-        self._finish.submit(_kill_group, proc, handle.tree)  # its exit then ends the run
+        self._finish.submit(kill_group, proc, handle.tree)  # its exit then ends the run
 
     # -- one run: the end (a finishing thread) ---------------------------------------------------
 
@@ -407,7 +358,7 @@ class Worker:
                         extra={"job": job.name, "execution": ex.id},
                     )
             if not handle.drained.wait(DRAIN_WAIT):  # a process that escaped holds the pipe open
-                _kill_group(proc, tree)
+                kill_group(proc, tree)
                 if not handle.drained.wait(1.0):
                     self._loop.call_soon(lambda: self._close_output(handle))
                     handle.drained.wait(5.0)
@@ -426,7 +377,7 @@ class Worker:
             assert handle.log_path is not None
             uploaded = self.recorder.upload_log(str(handle.log_path), log_url, ex.id)
             if handle.workdir:
-                _rmtree(handle.workdir)
+                rmtree(handle.workdir)
             final = ex.with_changes(
                 status=status,
                 started=handle.spawned,
@@ -483,7 +434,7 @@ class Worker:
             for h in handles:
                 h.cancelled = True
                 if h.process is not None and (h.process.poll() is None or h.tree is not None):
-                    _kill_group(h.process, h.tree)  # the whole tree, even when the main process is gone
+                    kill_group(h.process, h.tree)  # the whole tree, even when the main process is gone
             self._wait_idle(10.0)
         for pool in (self._prepare, self._spawn, self._finish):
             pool.shutdown()
@@ -501,29 +452,3 @@ class Worker:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
-
-
-def _kill_group(proc: subprocess.Popen[bytes] | RemoteProcess, tree: RunTree | None) -> None:
-    """End the run's whole process tree and reap its main process.
-
-    SIGTERM to the run's process group, its cgroup and every process carrying its marker, then,
-    after a grace period if any is still alive, SIGKILL to all of them (see
-    :meth:`RunTree.end <libdcron.proctree.RunTree.end>`).  Without a tree: the process group only.
-    """
-    if tree is not None:
-        tree.end(proc, KILL_GRACE)
-        proc.wait()
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=KILL_GRACE)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _rmtree(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""One run on a worker: its handle (process, timers, containment, log) and how it is ended.
+
+:class:`RunHandle` is what :class:`~libdcron.worker.Worker` keeps of an attempt from the moment it
+accepts it until its end is recorded; :class:`CappedLog` is the run's log file, capped in size with
+a visible marker; :func:`kill_group` ends a run's whole process tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from .abc import Interpreter
+from .model import Execution, Job
+from .proctree import RunTree
+from .runloop import Timer
+from .spawner import RemoteProcess
+
+KILL_GRACE = 2.0
+
+
+@dataclass(eq=False)
+class RunHandle:
+    execution: Execution
+    job: Job
+    process: subprocess.Popen[bytes] | RemoteProcess | None = None
+    cancelled: bool = False
+    started: bool = False  # the process is being or has been spawned
+    timed_out: bool = False
+    done: bool = False  # its end is being recorded
+    interpreter: Interpreter | None = None
+    script: Path | None = None
+    start_timer: Timer | None = None  # set once prepared: waits for the fire instant
+    deadline: Timer | None = None  # the job's timeout
+    tree: RunTree | None = None
+    workdir: str | None = None
+    log_path: Path | None = None
+    output: CappedLog | None = None
+    spawned: datetime | None = None  # when the process was spawned
+    drained: threading.Event = field(default_factory=threading.Event)
+
+
+class CappedLog:
+    """A run's log file: past ``cap`` bytes, output is counted and discarded."""
+
+    def __init__(self, path: Path, cap: int) -> None:
+        self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self.cap = cap
+        self.written = self.dropped = 0
+
+    def write(self, chunk: bytes) -> None:
+        room = self.cap - self.written
+        if room > 0:
+            self.file.write(chunk[:room])
+            self.written += min(room, len(chunk))
+        self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def close(self) -> None:
+        if self.dropped:
+            self.file.write(
+                f"\n[dcron: log truncated at {self.cap} bytes; {self.dropped} more bytes discarded]\n".encode()
+            )
+        self.file.close()
+
+
+def kill_group(proc: subprocess.Popen[bytes] | RemoteProcess, tree: RunTree | None) -> None:
+    """End the run's whole process tree and reap its main process.
+
+    SIGTERM to the run's process group, its cgroup and every process carrying its marker, then,
+    after a grace period if any is still alive, SIGKILL to all of them (see
+    :meth:`RunTree.end <libdcron.proctree.RunTree.end>`).  Without a tree: the process group only.
+    """
+    if tree is not None:
+        tree.end(proc, KILL_GRACE)
+        proc.wait()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=KILL_GRACE)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def rmtree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
