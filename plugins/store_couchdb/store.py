@@ -227,11 +227,14 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
                 raise UnavailableError(
                     f"CouchDB document store {self._where}: {what}: unexpected answer {str(answer)[:200]!r}"
                 )
-            for (doc_id, _), row in zip(chunk, answer, strict=True):
+            # Rows are matched by id: pouchdb-server does not always answer in the request's order.
+            by_id = {row.get("id"): row for row in answer if isinstance(row, dict)}
+            for doc_id, _ in chunk:
+                row = by_id.get(doc_id)
                 error = row.get("error") if isinstance(row, dict) else "no answer"
                 if error == "conflict":
                     results.append(ConflictError(f"{collection} document {doc_id!r} already exists"))
-                elif error is None and isinstance(row.get("rev"), str):
+                elif error is None and row is not None and isinstance(row.get("rev"), str):
                     results.append(str(row["rev"]))
                 else:
                     reason = row.get("reason") if isinstance(row, dict) else row
