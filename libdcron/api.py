@@ -26,7 +26,7 @@ from .api_base import (
     _str,
 )
 from .api_registration import RegistrationApi
-from .errors import ForbiddenError, NotFoundError, ValidationError
+from .errors import DcronError, ForbiddenError, NotFoundError, ValidationError
 from .model import (
     MAX_LOCATION,
     Job,
@@ -191,37 +191,37 @@ class Api(RegistrationApi):
             self._check_run(msg)
             return node.worker.accept(msg)
         batch = DispatchBatch.from_body(body)
-        replies: list[dict[str, Any] | None] = [None] * len(batch.runs)
-        good: list[tuple[int, Dispatch]] = []
+        runs: builtins.list[Dispatch | DcronError] = []
         for i in range(len(batch.runs)):
             try:
-                msg = batch.parse_run(i)
+                runs.append(batch.parse_run(i))
+            except ValidationError as exc:
+                runs.append(exc)
+        return {"replies": self._accept(runs)}
+
+    def dispatch_local(self, runs: builtins.list[Dispatch]) -> builtins.list[DispatchReply]:
+        """This node's leader sending runs to this node's worker: the checks of :meth:`dispatch`
+        (but the sender's, which is this node) without the wire."""
+        return [DispatchReply.from_body(reply) for reply in self._accept(builtins.list(runs))]
+
+    def _accept(self, runs: builtins.list[Dispatch | DcronError]) -> builtins.list[dict[str, Any]]:
+        """One reply per run: a run that failed to parse (given as its error) or fails its checks
+        is declined on its own; the worker takes or declines the others together."""
+        replies: builtins.list[dict[str, Any] | None] = [None] * len(runs)
+        good: builtins.list[tuple[int, Dispatch]] = []
+        for i, msg in enumerate(runs):
+            try:
+                if isinstance(msg, DcronError):
+                    raise msg
                 self._check_run(msg)
             except (ValidationError, ForbiddenError) as exc:
                 replies[i] = DispatchReply(False, reason=f"refused: {exc}").to_body()
                 continue
             good.append((i, msg))
-        accepted = node.worker.accept_many([msg for _, msg in good]) if good else []
-        for (i, _), reply in zip(good, accepted, strict=True):
-            replies[i] = reply
-        return {"replies": replies}
-
-    def dispatch_local(self, runs: builtins.list[Dispatch]) -> builtins.list[DispatchReply]:
-        """This node's leader sending runs to this node's worker: the checks of :meth:`dispatch`
-        (but the sender's, which is this node) without the wire."""
-        replies: builtins.list[DispatchReply | None] = [None] * len(runs)
-        good: builtins.list[tuple[int, Dispatch]] = []
-        for i, msg in enumerate(runs):
-            try:
-                self._check_run(msg)
-            except (ValidationError, ForbiddenError) as exc:
-                replies[i] = DispatchReply(False, reason=f"refused: {exc}")
-                continue
-            good.append((i, msg))
         accepted = self.node.worker.accept_many([msg for _, msg in good]) if good else []
         for (i, _), reply in zip(good, accepted, strict=True):
-            replies[i] = DispatchReply.from_body(reply)
-        return [r or DispatchReply(False, reason="no answer") for r in replies]
+            replies[i] = reply
+        return [r or DispatchReply(False, reason="no answer").to_body() for r in replies]
 
     def _check_run(self, msg: Dispatch) -> None:
         ahead = (msg.fire_time - utcnow()).total_seconds()

@@ -15,12 +15,12 @@ is unreachable); :class:`NotFoundError` messages name the job or execution.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 from .abc import EXECUTIONS, JOBS, DocumentStore
 from .errors import ConflictError, NotFoundError, ValidationError
-from .model import Execution, Job, Status, execution_id, format_instant, parse_instant
+from .model import Execution, Job, Status, execution_id, format_instant
 
 log = logging.getLogger(__name__)
 
@@ -133,41 +133,33 @@ class Records:
         return True
 
     def fire_times_since(self, instant: datetime) -> set[tuple[str, datetime]]:
-        """``(job, fire time)`` of every attempt 1 whose fire time is ``instant`` or later.
+        """``(job, fire time)`` of every attempt 1 whose fire time is ``instant`` or later."""
+        return {(ex.job, ex.fire_time) for ex in self._executions_since(instant) if ex.attempt == 1}
 
-        One query (a range on the fire-time index) answers :meth:`attempt_exists` for every job
-        at once: what the leader's lookback asks at election.
+    def newest_attempts_since(self, instant: datetime) -> dict[tuple[str, datetime], Execution]:
+        """The newest attempt of every ``(job, fire time)`` at ``instant`` or later.
+
+        One query (a range on the fire-time index) answers the leader's lookback for every job at
+        once: which fire times ran, and which ended ``lost``/``timeout`` without a retry.
         """
+        newest: dict[tuple[str, datetime], Execution] = {}
+        for ex in self._executions_since(instant):
+            key = (ex.job, ex.fire_time)
+            if key not in newest or newest[key].attempt < ex.attempt:
+                newest[key] = ex
+        return newest
+
+    def _executions_since(self, instant: datetime) -> Iterator[Execution]:
         # Instants sort as text across whole seconds (not within one: "...:00Z" > "...:00.5Z"),
         # so the range starts a second early and the exact bound is checked here.
         bound = format_instant(instant - timedelta(seconds=1))
-        docs = self.store.find(EXECUTIONS, {}, sort=[("fire_time", False)], after=("fire_time", bound))
-        found: set[tuple[str, datetime]] = set()
-        for doc in docs:
-            job, text = doc.get("job"), doc.get("fire_time")
-            if doc.get("attempt") != 1 or not isinstance(job, str) or not isinstance(text, str):
-                continue
-            try:
-                fire = parse_instant(text)
-            except ValidationError:
-                continue
-            if fire >= instant:
-                found.add((job, fire))
-        return found
-
-    def newest_attempts_since(self, instant: datetime) -> dict[tuple[str, datetime], Execution]:
-        """The newest attempt of every ``(job, fire time)`` at ``instant`` or later (one query)."""
-        bound = format_instant(instant - timedelta(seconds=1))
-        newest: dict[tuple[str, datetime], Execution] = {}
         for doc in self.store.find(EXECUTIONS, {}, sort=[("fire_time", False)], after=("fire_time", bound)):
             try:
                 ex = Execution.from_doc(doc)
             except ValidationError:
                 continue
-            key = (ex.job, ex.fire_time)
-            if ex.fire_time >= instant and (key not in newest or newest[key].attempt < ex.attempt):
-                newest[key] = ex
-        return newest
+            if ex.fire_time >= instant:
+                yield ex
 
     def create_execution(self, ex: Execution) -> str:
         """Insert an attempt; :class:`ConflictError` when it exists (another worker runs it)."""

@@ -210,12 +210,7 @@ class InMemoryDocumentStore(DocumentStore):
         new_rev = next_rev(rev, text)
         db = self._check_open()
         with db.lock:
-            docs = db.docs.setdefault(collection, {})
-            current = docs.get(doc_id)
-            if current is None:
-                raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
-            if current[0] != rev:
-                raise stale_revision(collection, doc_id, rev, current[0])
+            docs = _at_revision(db.docs.setdefault(collection, {}), collection, doc_id, rev)
             docs[doc_id] = (new_rev, text)
             db.record(collection, doc_id)
         return new_rev
@@ -259,12 +254,7 @@ class InMemoryDocumentStore(DocumentStore):
         check_collection(collection)
         db = self._check_open()
         with db.lock:
-            docs = db.docs.setdefault(collection, {})
-            current = docs.get(doc_id)
-            if current is None:
-                raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
-            if current[0] != rev:
-                raise stale_revision(collection, doc_id, rev, current[0])
+            docs = _at_revision(db.docs.setdefault(collection, {}), collection, doc_id, rev)
             del docs[doc_id]
             db.changes.pop((collection, doc_id), None)
 
@@ -308,3 +298,13 @@ def dcron_document_store(url: str, options: Mapping[str, Any]) -> DocumentStore 
     if not url.startswith(MEMORY_SCHEME):
         return None
     return InMemoryDocumentStore(url)
+
+
+def _at_revision(docs: dict[str, tuple[str, str]], collection: str, doc_id: str, rev: str) -> dict[str, tuple[str, str]]:
+    """``docs``, once its ``doc_id`` is known to be at revision ``rev`` (else NotFound/Conflict)."""
+    current = docs.get(doc_id)
+    if current is None:
+        raise NotFoundError(f"{collection} document {doc_id!r} does not exist")
+    if current[0] != rev:
+        raise stale_revision(collection, doc_id, rev, current[0])
+    return docs

@@ -50,11 +50,7 @@ class LocalObjectStore(FsspecObjectStore):
         path = self.path_of(url)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(local_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(local_path)
             os.rename(local_path, path)
         except OSError:
             super().move_file(local_path, url)
@@ -64,21 +60,13 @@ class LocalObjectStore(FsspecObjectStore):
         tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
         try:
             super()._upload(tmp, write)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(tmp)
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(directory)
 
     def delete(self, url: str) -> None:
         """Remove the file, then its directories that became empty, up to the base directory
@@ -115,3 +103,12 @@ def dcron_object_store(url: str, options: Mapping[str, Any]) -> ObjectStore | No
     if not url.lower().startswith("file://"):
         return None
     return LocalObjectStore(url)
+
+
+def _fsync(path: str) -> None:
+    """Flush the file or folder ``path`` to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
