@@ -1,5 +1,6 @@
 """The public API every node serves, one method per command (registration in
-:mod:`libdcron.api_registration`, shared limits and checks in :mod:`libdcron.api_base`).
+:mod:`libdcron.api_registration`, logs in :mod:`libdcron.api_logs`, shared limits and checks in
+:mod:`libdcron.api_base`).
 
 Each method takes the request body (a JSON object already decoded by the transport), validates it,
 and returns the reply body.  Errors are :class:`DcronError` subclasses; the transport turns them
@@ -8,14 +9,12 @@ into error replies.  The CLI is a thin client of these commands.
 
 from __future__ import annotations
 
-import base64
 import builtins
 from collections.abc import Callable
 from typing import Any
 
 from .api_base import (
     LIST_PAGE,
-    LOG_CHUNK,
     MAX_DISPATCH_AHEAD,
     MAX_LIST_PAGE,
     MAX_PAGE,
@@ -25,8 +24,9 @@ from .api_base import (
     _int,
     _str,
 )
+from .api_logs import LogsApi
 from .api_registration import RegistrationApi
-from .errors import DcronError, ForbiddenError, NotFoundError, ValidationError
+from .errors import DcronError, ForbiddenError, ValidationError
 from .model import (
     MAX_LOCATION,
     Job,
@@ -40,7 +40,7 @@ from .transport.messages import Dispatch, DispatchBatch, DispatchReply, Finished
 from .transport.protocol import Command
 
 
-class Api(RegistrationApi):
+class Api(LogsApi, RegistrationApi):
     def __init__(self, node: NodeView) -> None:
         self.node = node
         self.records = Records(node.store)
@@ -56,6 +56,7 @@ class Api(RegistrationApi):
             Command.SHOW.name: self.show,
             Command.EXECUTIONS.name: self.executions,
             Command.LOGS.name: self.logs,
+            Command.TAIL.name: self.tail,
             Command.RUN.name: self.run,
             Command.DISPATCH.name: self.dispatch,
             Command.RUN_NOW.name: self.run_now,
@@ -146,25 +147,6 @@ class Api(RegistrationApi):
         page = _int(body, "page", 1, 1, 1_000_000)
         found = self.records.executions(job.name, limit=limit, skip=(page - 1) * limit)
         return {"executions": [ex.to_wire() for ex in found], "page": page, "limit": limit}
-
-    def logs(self, body: dict[str, Any]) -> dict[str, Any]:
-        exec_id = _str(body, "execution") or ""
-        ex = self.records.execution(exec_id)
-        if not ex.log:
-            state = "still running" if not ex.status.terminal else "has no uploaded log (yet)"
-            raise NotFoundError(f"execution {exec_id} {state}")
-        offset = _int(body, "offset", 0, 0, 1 << 50)
-        length = _int(body, "length", LOG_CHUNK, 1, LOG_CHUNK)
-        store = self.node.resolve_objects(ex.log)
-        size = store.stat(ex.log).size
-        data = store.read_range(ex.log, offset, length) if offset < size else b""
-        return {
-            "url": ex.log,
-            "offset": offset,
-            "size": size,
-            "data": base64.b64encode(data).decode(),
-            "eof": offset + len(data) >= size,
-        }
 
     # -- manual runs ---------------------------------------------------------------------------
 

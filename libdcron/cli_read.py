@@ -138,16 +138,24 @@ def executions(ctx: Ctx, name: str, limit: int, page: int) -> None:
 
 @click.command()
 @click.argument("execution")
+@click.option("--follow", "-f", is_flag=True, help="Print the log as it grows, until the run ends.")
 @json_option
 @click.pass_obj
-def logs(ctx: Ctx, execution: str) -> None:
-    """Print the log of EXECUTION (an id from `dcron executions`)."""
+def logs(ctx: Ctx, execution: str, follow: bool) -> None:
+    """Print the log of EXECUTION (an id from `dcron executions`).
+
+    With --follow, also of a run in progress: its output so far, then more as it comes, until
+    the run ends.
+    """
+    chunks = ctx.client.follow_log(execution) if follow else ctx.client.log_chunks(execution)
     if ctx.as_json:
-        data = ctx.client.logs(execution)
+        data = b"".join(chunks)
         out(ctx, {"execution": execution, "log": data.decode(errors="replace")}, "")
         return
-    for chunk in ctx.client.log_chunks(execution):
+    for chunk in chunks:
         sys.stdout.buffer.write(chunk)
+        if follow:
+            sys.stdout.buffer.flush()
     sys.stdout.buffer.flush()
 
 

@@ -22,7 +22,7 @@ from .transport.keys import Security, client_security
 from .transport.protocol import encode_body
 from .transport.zmq import ZmqTransport
 
-READS = {"PING", "STATUS", "LIST", "SHOW", "EXECUTIONS", "LOGS"}
+READS = {"PING", "STATUS", "LIST", "SHOW", "EXECUTIONS", "LOGS", "TAIL"}
 #: Jobs per SCHEDULE_MANY request that :meth:`Client.schedule_many` sends (the node takes 10,000).
 SCHEDULE_MANY_CHUNK = 5000
 #: Encoded bytes per SCHEDULE_MANY request at most, well within the protocol's 8 MiB body.
@@ -371,6 +371,37 @@ class Client:
 
     def logs(self, execution: str) -> bytes:
         return b"".join(self.log_chunks(execution))
+
+    def tail(self, execution: str, offset: int = 0, length: int | None = None) -> dict[str, Any]:
+        """TAIL: the execution's log from ``offset``, whether the run is in progress or ended.
+
+        ``{"execution", "status", "offset", "size", "data" (base64), "eof", "running"}``: ``running``
+        true means more may come (ask again from ``offset`` plus the bytes received); ``running``
+        false with ``eof`` true means the whole log has been read.  Any node answers.
+        """
+        body: dict[str, Any] = {"execution": execution, "offset": offset}
+        if length is not None:
+            body["length"] = length
+        return self.call("TAIL", body)
+
+    def follow_log(self, execution: str, poll: float = 0.5, deadline: float | None = None) -> Iterator[bytes]:
+        """The execution's log as it grows, in pieces, until the run has ended and all of it was
+        read; asks again every ``poll`` seconds while it waits for more.  :class:`DcronError` when
+        it is still going after ``deadline`` seconds (``None``: no limit)."""
+        end = None if deadline is None else time.monotonic() + deadline
+        offset = 0
+        while True:
+            reply = self.tail(execution, offset)
+            data = base64.b64decode(reply["data"])
+            if data:
+                yield data
+                offset += len(data)
+            if reply["eof"] and not reply["running"]:
+                return
+            if reply["eof"] or not data:  # caught up: wait for more
+                if end is not None and time.monotonic() >= end:
+                    raise DcronError(f"execution {execution} is still {reply['status']} after {deadline:g}s")
+                time.sleep(poll)
 
     def _why_no_log(self, execution: str, exc: NotFoundError) -> NotFoundError:
         if "no uploaded log" not in str(exc):

@@ -94,6 +94,12 @@ class NodeSettings:
     node_keys: str | list[str] = ""
     #: Object stores besides ``objects`` that scripts may be read from (comma-separated URL prefixes).
     allowed_objects: str | list[str] = ""
+    #: The web dashboard and /metrics (libdcron.web): an address like tcp://127.0.0.1:8571, or
+    #: None (off); its token (a file or the text; default KEYS_DIR/http.token, made on first
+    #: start); whether its write actions (enable, disable, run now) are on.
+    http: str | None = None
+    http_token: str | None = None
+    http_write: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -105,7 +111,7 @@ class NodeSettings:
             if not isinstance(value, str | os.PathLike) and not (name == "keys_dir" and value is None):
                 raise ValidationError(f"setting {name} must be a path, got {value!r}")
         _string("listen", self.listen)
-        for name in ("advertise", "node_id", "store", "objects", "election", "cluster_key"):
+        for name in ("advertise", "node_id", "store", "objects", "election", "cluster_key", "http", "http_token"):
             _string(name, getattr(self, name), optional=True)
         for name in ("client_keys", "node_keys", "allowed_objects"):
             value = getattr(self, name)
@@ -121,6 +127,8 @@ class NodeSettings:
         _integer("keep_runs", self.keep_runs, minimum=0, maximum=MAX_KEEP_RUNS)
         _integer("keep_days", self.keep_days, minimum=0, maximum=MAX_KEEP_DAYS)
         _seconds("retention_interval", self.retention_interval)
+        if not isinstance(self.http_write, bool):
+            raise ValidationError(f"setting http_write must be true or false, got {self.http_write!r}")
         if not isinstance(self.options, dict):
             raise ValidationError(f"setting options must be a table, got {self.options!r}")
 
@@ -157,6 +165,9 @@ class NodeSettings:
             client_keys=split_list(self.client_keys),
             node_keys=split_list(self.node_keys),
             allowed_objects=split_list(self.allowed_objects),
+            http=self.http or None,
+            http_token=self.http_token or None,
+            http_write=self.http_write,
             options=dict(self.options),
         )
 

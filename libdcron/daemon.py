@@ -133,6 +133,25 @@ def _write_pidfile(path: Path) -> None:
     help="Object store URLs besides --objects that scripts may be read from, comma-separated.",
 )
 @click.option(
+    "--http",
+    envvar="DCRON_HTTP",
+    default=None,
+    help="Serve the web dashboard and /metrics here, e.g. tcp://127.0.0.1:8571; 'off' for none "
+    "[embedded defaults: 127.0.0.1, the listen port + 1000; cluster: off].",
+)
+@click.option(
+    "--http-token",
+    envvar="DCRON_HTTP_TOKEN",
+    default=None,
+    help="The dashboard's token: a file or the token itself [KEYS_DIR/http.token, made on first start].",
+)
+@click.option(
+    "--http-write/--no-http-write",
+    envvar="DCRON_HTTP_WRITE",
+    default=None,
+    help="Turn on the dashboard's write actions (enable, disable, run now) [off].",
+)
+@click.option(
     "--option",
     "-o",
     "extra",
@@ -190,7 +209,29 @@ def _settings(config_path: str | None, flags: dict[str, Any], extra: tuple[str, 
     for key in ("data_dir", "keys_dir"):
         if key in values and isinstance(values[key], str):
             values[key] = Path(values[key])
+    values["http"] = _http_default(values)
     return NodeSettings(**values, options=options).resolved()
+
+
+#: The dashboard's port on embedded defaults is the node's listen port plus this.
+HTTP_PORT_OFFSET = 1000
+
+
+def _http_default(values: dict[str, Any]) -> str | None:
+    """The ``http`` setting: as given ('off' or '' for none); else on at localhost in embedded mode
+    (no store, objects or election configured), on the listen port + 1000; else off."""
+    given = values.get("http")
+    if given is not None:
+        if not isinstance(given, str):
+            raise ValidationError(f"setting http must be a string, got {given!r}")
+        return None if given.strip().lower() in ("", "off", "none", "false") else given
+    if any(values.get(key) for key in ("store", "objects", "election")):
+        return None
+    listen = str(values.get("listen") or DEFAULT_ENDPOINT)
+    port = listen.rsplit(":", 1)[-1]
+    if not port.isdigit() or int(port) == 0 or int(port) + HTTP_PORT_OFFSET > 65535:
+        return None
+    return f"tcp://127.0.0.1:{int(port) + HTTP_PORT_OFFSET}"
 
 
 def _serve(settings: NodeSettings, pidfile: Path | None) -> int:

@@ -25,6 +25,7 @@ from .backoff import Backoff, retry
 from .config import NodeSettings
 from .errors import DcronError, UnavailableError, ValidationError
 from .leader import Leader
+from .metrics import DOCUMENT_STORE_METHODS, OBJECT_STORE_METHODS, Metrics, count_errors
 from .model import Execution
 from .notifier import FinishedNotifier
 from .object_base import check_object_url, within
@@ -35,6 +36,7 @@ from .retention import Policy, Retention, RetentionRunner
 from .transport.keys import node_security
 from .transport.messages import FinishedBatch
 from .transport.zmq import ZmqTransport
+from .web import WebServer, load_token
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,10 @@ class Node:
         self.store = self.plugins.document_store(s.store, options)
         self.objects = self.plugins.object_store(s.objects, options)
         self.election = self.plugins.election(s.election, options)
+        #: This node's Prometheus metrics (a registry of its own: see libdcron.metrics).
+        self.metrics = Metrics()
+        count_errors(self.store, DOCUMENT_STORE_METHODS, self.metrics.store_errors)
+        count_errors(self.objects, OBJECT_STORE_METHODS, self.metrics.object_store_errors)
         self._object_stores: dict[str, ObjectStore] = {}
         self.node_dir = s.data_dir / "nodes" / self.node_id
         self.node_dir.mkdir(parents=True, exist_ok=True)
@@ -67,9 +73,17 @@ class Node:
         self._worker: Worker | None = None
         self._notifier: FinishedNotifier | None = None
         self._stopped = threading.Event()
+        #: The web dashboard (libdcron.web), while the ``http`` setting turns it on.
+        self.web: WebServer | None = None
         #: Tells this process from an earlier one with the same node id: runs recorded by an
         #: earlier incarnation died with it, and the leader marks them lost.
         self.incarnation = uuid.uuid4().hex[:12]
+        self.metrics.watch(
+            outbox_depth=lambda: self.recorder.pending() if self.recorder is not None else 0,
+            is_leader=lambda: 1 if self._active_leader() is not None else 0,
+            jobs_loaded=lambda: len(leader.jobs) if (leader := self._active_leader()) is not None else 0,
+            runs_in_progress=lambda: self._worker.in_progress() if self._worker is not None else 0,
+        )
 
     @property
     def worker(self) -> Worker:
@@ -93,6 +107,7 @@ class Node:
                 store = self._object_stores.get(prefix)
                 if store is None:
                     store = self.plugins.object_store(prefix, self.settings.plugin_options())
+                    count_errors(store, OBJECT_STORE_METHODS, self.metrics.object_store_errors)
                     self._object_stores[prefix] = store
                 return store
         allowed = [self.objects.base_url, *self.settings.allowed_objects]
@@ -127,8 +142,11 @@ class Node:
             notify=self._notify_leader,
             incarnation=self.incarnation,
             containment=containment,
+            metrics=self.metrics,
         )
         self.api = Api(self)
+        if s.http:
+            self._serve_http()  # before the election: a node that cannot serve it never leads
         self.endpoint = self.transport.serve(s.listen, self.api.handle)
         advertise = s.advertise or self.endpoint
         if advertise.endswith(":0"):
@@ -154,6 +172,22 @@ class Node:
                 s.keys_dir,
             )
 
+    def _serve_http(self) -> None:
+        s = self.settings
+        assert s.http and s.keys_dir
+        token, path, created = load_token(s.keys_dir, s.http_token)
+        web = WebServer(self, s.http, token, write=s.http_write)
+        web.start()
+        self.web = web
+        where = f"the token in {path}" if path else "the configured http_token"
+        log.info(
+            "dashboard and /metrics on %s (%s); sign in with %s%s",
+            web.url,
+            "write actions on" if s.http_write else "read-only",
+            where,
+            " (created now)" if created else "",
+        )
+
     def _open_store(self, wait: float | None) -> None:
         self._retrying("document store", self.store.open, wait)
 
@@ -170,6 +204,10 @@ class Node:
         )
 
     # -- the one place that knows whether the leader is this process or another node ----------
+
+    def _active_leader(self) -> Leader | None:
+        leader = self.leader
+        return leader if leader is not None and leader.active else None
 
     def local_leader(self) -> Leader:
         """This node's active leader; :class:`UnavailableError` when this node does not lead."""
@@ -215,12 +253,14 @@ class Node:
                 s.lookback,
                 s.lead,
                 local_worker=self.api.dispatch_local if self.api is not None else None,
+                metrics=self.metrics,
             )
             self.leader.start()
             policy = Policy(s.keep_runs, s.keep_days)
             sweeper = Retention(self.store, self.resolve_objects, policy)
             self.retention = RetentionRunner(sweeper, interval=s.retention_interval)
             self.retention.start()
+        self.metrics.leader_changes.labels(change="elected").inc()
         log.info("node %s is now the leader", self.node_id)
 
     def _on_deposed(self) -> None:
@@ -230,6 +270,7 @@ class Node:
         if retention is not None:
             retention.stop(timeout=None)  # on the election's thread: only ask it to stop
         if leader is not None:
+            self.metrics.leader_changes.labels(change="deposed").inc()
             # A stop steps down on purpose; any other step-down (a lost session) is worth a warning.
             level = logging.INFO if self._stopped.is_set() else logging.WARNING
             log.log(level, "node %s stepped down; its in-memory schedule is discarded", self.node_id)
@@ -245,6 +286,8 @@ class Node:
         if grace is None:
             grace = self.settings.stop_grace
         self._stopped.set()
+        if self.web is not None:
+            self.web.stop()
         leader, retention = self.leader, self.retention
         if retention is not None:
             retention.stop()

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from .abc import EXECUTIONS, JOBS, DocumentStore
+from .abc import EXECUTIONS, JOBS, DocumentStore, Scalar
 from .errors import ConflictError, NotFoundError, ValidationError
 from .model import Execution, Job, Status, execution_id, format_instant
 
@@ -182,11 +182,18 @@ class Records:
     def running(self) -> list[Execution]:
         return [Execution.from_doc(d) for d in self.store.find(EXECUTIONS, {"status": Status.RUNNING.value})]
 
-    def executions(self, job: str, limit: int, skip: int = 0) -> list[Execution]:
-        """A job's executions, newest fire time (then attempt) first."""
+    def executions(self, job: str, limit: int, skip: int = 0, status: str | None = None) -> list[Execution]:
+        """A job's executions (of one status, if given), newest fire time (then attempt) first."""
+        selector: dict[str, Scalar] = {"job": job} if status is None else {"job": job, "status": status}
         docs = self.store.find(
-            EXECUTIONS, {"job": job}, sort=[("fire_time", True), ("attempt", True)], limit=limit, skip=skip
+            EXECUTIONS, selector, sort=[("fire_time", True), ("attempt", True)], limit=limit, skip=skip
         )
+        return [Execution.from_doc(d) for d in docs]
+
+    def recent_executions(self, limit: int, skip: int = 0, status: str | None = None) -> list[Execution]:
+        """Every job's executions (of one status, if given), newest fire time first."""
+        selector: dict[str, Scalar] = {} if status is None else {"status": status}
+        docs = self.store.find(EXECUTIONS, selector, sort=[("fire_time", True)], limit=limit, skip=skip)
         return [Execution.from_doc(d) for d in docs]
 
     def change_execution(

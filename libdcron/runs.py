@@ -49,7 +49,8 @@ class RunHandle:
 
 
 class CappedLog:
-    """A run's log file: past ``cap`` bytes, output is counted and discarded."""
+    """A run's log file, each chunk written through as it comes: past ``cap`` bytes, output is
+    counted and discarded."""
 
     def __init__(self, path: Path, cap: int) -> None:
         self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115 (closed by close())
@@ -60,6 +61,7 @@ class CappedLog:
         room = self.cap - self.written
         if room > 0:
             self.file.write(chunk[:room])
+            self.file.flush()  # written through: TAIL reads the file while the run goes on
             self.written += min(room, len(chunk))
         self.dropped += max(0, len(chunk) - max(room, 0))
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from .abc import Interpreter, ObjectStore
 from .errors import ConflictError, DcronError
+from .metrics import Metrics
 from .model import Execution, Status, execution_id, format_instant, utcnow
 from .proctree import ProcessTree, node_key
 from .recorder import Recorder
@@ -74,8 +75,11 @@ class Worker:
         incarnation: str | None = None,
         containment: ProcessTree | None = None,
         use_spawner: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self.node_id = node_id
+        #: Where this worker counts (its node's, or a private one).
+        self.metrics = metrics or Metrics()
         self.recorder = recorder
         self.objects = objects
         self.resolve_objects = resolve_objects
@@ -109,9 +113,34 @@ class Worker:
 
     # -- dispatch ----------------------------------------------------------------------------
 
+    def in_progress(self) -> int:
+        """How many runs this worker holds (accepted and not recorded ended yet)."""
+        return len(self._runs)
+
     def running(self) -> list[dict[str, Any]]:
         with self._lock:
             return [h.execution.with_changes(started=h.spawned).to_wire() for h in self._runs.values()]
+
+    def read_log(self, exec_id: str, offset: int, length: int) -> tuple[bytes, int] | None:
+        """Up to ``length`` bytes of a run in progress's spool log from ``offset``, and the log's
+        size so far; ``(b"", 0)`` before its process started; ``None`` when this worker holds no
+        such run, or its log is gone already (the run ended: the log is in object storage)."""
+        with self._lock:
+            handle = self._runs.get(exec_id)
+        if handle is None:
+            return None
+        path = handle.log_path
+        if path is None:
+            return b"", 0
+        try:
+            with open(path, "rb") as file:  # still readable once open, even if moved away meanwhile
+                size = os.fstat(file.fileno()).st_size
+                if offset >= size:
+                    return b"", size
+                file.seek(offset)
+                return file.read(min(length, size - offset)), size
+        except FileNotFoundError:
+            return (b"", 0) if handle.output is None else None  # not created yet, or moved away
 
     def dispatch(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Handle a single-run DISPATCH body: see :meth:`accept`."""
@@ -271,6 +300,9 @@ class Worker:
                 if proc.cgroup_failed:
                     tree.detach_cgroup(f"a run could not join {tree.cgroup}")
             handle.process = proc
+            if handle.spawned is not None:
+                lag = (handle.spawned - ex.fire_time).total_seconds()
+                self.metrics.run_start_lag.observe(max(0.0, lag))
             handle.log_path = self.spool_dir / f"{hashlib.sha256(ex.id.encode()).hexdigest()[:24]}.log"
             handle.output = CappedLog(handle.log_path, self.log_cap)
             assert proc.stdout is not None
@@ -405,6 +437,9 @@ class Worker:
         finally:
             with self._lock:
                 self._runs.pop(ex.id, None)
+        self.metrics.run_ended(ex.job, final.status.value)
+        if final.status is Status.LOST:
+            self.metrics.lost_runs.inc()
         log.info("finished %s: %s", ex.id, final.status.value, extra={"job": ex.job, "execution": ex.id})
         if self.notify is not None:
             # Tell the leader now, so the schedule goes on even while the store is unreachable.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the real-service tests need (ZooKeeper, Ruby, Swift and memcached from Debian;
+# Install what the real-service tests need (ZooKeeper, Ruby, Swift, memcached and Chromium with
+# its driver for the browser tests, from Debian;
 # pouchdb-server from npm into .services/npm).  Python packages are installed elsewhere (pip).
 #
 # Idempotent: when everything is already there it only checks, in well under a second.
@@ -7,7 +8,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-APT_PACKAGES=(zookeeper ruby memcached swift swift-proxy swift-account swift-container swift-object)
+APT_PACKAGES=(zookeeper ruby memcached swift swift-proxy swift-account swift-container swift-object chromium chromium-driver)
 POUCHDB_VERSION=4.2.0
 NPM_PREFIX="$ROOT/.services/npm"
 

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from ..abc import EXECUTIONS, JOBS, DocumentStore, Election, Member, Transport
 from ..backoff import Backoff
 from ..errors import DcronError, NotFoundError, UnavailableError
+from ..metrics import Metrics
 from ..model import Execution, Job, Status, execution_id, format_instant, utcnow
 from ..records import Records
 from ..transport.messages import MAX_DISPATCH_RUNS, Dispatch, DispatchBatch, DispatchReply
@@ -43,8 +44,11 @@ class Leader:
         dispatch_threads: int = 16,
         clock: Callable[[], datetime] = utcnow,
         local_worker: Callable[[list[Dispatch]], list[DispatchReply]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.node_id = node_id
+        #: Where this leader counts (its node's, or a private one).
+        self.metrics = metrics or Metrics()
         #: This node's own worker, called directly instead of through the transport (no
         #: encoding, no socket) when a run goes to this node.
         self.local_worker = local_worker
@@ -118,7 +122,10 @@ class Leader:
     def _submit(self, starts: Iterable[Start]) -> None:
         """Carry out the state's decisions: queue each started attempt for dispatch (lock held)."""
         before = len(self._outgoing)
-        self._outgoing.extend((start.job, start.run) for start in starts)
+        for start in starts:
+            self._outgoing.append((start.job, start.run))
+            if start.run.attempt > 1:  # a retry after a timeout or a lost run
+                self.metrics.retries.inc()
         if len(self._outgoing) > before:
             self._outgoing_ready.set()
 
@@ -253,6 +260,7 @@ class Leader:
                     elif reply.duplicate:
                         self._adopt(name, run)
                     else:
+                        self.metrics.declined(reply.reason)
                         declined.setdefault(id(run), set()).add(member.node_id)
                         pending.append((name, run, job))
 
@@ -367,6 +375,8 @@ class Leader:
         if ended is None:
             return
         if ended.status is Status.LOST and ended.reason == reason:
+            if ended.ended == lost.ended:  # written by this call, not read back from an earlier one
+                self.metrics.lost_runs.inc()
             log.warning("%s: %s", exec_id, reason, extra={"job": name, "execution": exec_id})
         self._finished(ended)
 

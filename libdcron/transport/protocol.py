@@ -51,6 +51,7 @@ class Command(enum.IntEnum):
     LOGS = 0x16
     RUN = 0x17
     SCHEDULE_MANY = 0x18  # many jobs in one request, written in one bulk operation
+    TAIL = 0x19  # a log as it grows: from the running node's spool, then from object storage
     # between nodes
     DISPATCH = 0x20  # leader -> worker: run this attempt at this fire instant
     RUN_NOW = 0x21  # any node -> leader: run a job now, outside its schedule
