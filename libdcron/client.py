@@ -29,6 +29,9 @@ SCHEDULE_MANY_CHUNK = 5000
 CHUNK_BYTES = 6 * 1024 * 1024
 #: :meth:`Client.execution` looks among this many of a job's newest executions.
 LOOKUP_PAGES, LOOKUP_PAGE = 4, 500
+#: How long :meth:`Client.follow_log` waits for an execution to be recorded (`dcron run` just
+#: asked for it: its worker records it when the leader's DISPATCH reaches it).
+START_WAIT = 5.0
 EXAMPLE_ENDPOINT = "tcp://127.0.0.1:7571"
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 
@@ -387,11 +390,19 @@ class Client:
     def follow_log(self, execution: str, poll: float = 0.5, deadline: float | None = None) -> Iterator[bytes]:
         """The execution's log as it grows, in pieces, until the run has ended and all of it was
         read; asks again every ``poll`` seconds while it waits for more.  :class:`DcronError` when
-        it is still going after ``deadline`` seconds (``None``: no limit)."""
-        end = None if deadline is None else time.monotonic() + deadline
+        it is still going after ``deadline`` seconds (``None``: no limit); an execution not
+        recorded yet is waited for a few seconds (a run just asked for), then :class:`NotFoundError`."""
+        started = time.monotonic()
+        end = None if deadline is None else started + deadline
         offset = 0
         while True:
-            reply = self.tail(execution, offset)
+            try:
+                reply = self.tail(execution, offset)
+            except NotFoundError as exc:
+                if offset or "no execution" not in str(exc) or time.monotonic() - started >= START_WAIT:
+                    raise
+                time.sleep(poll)
+                continue
             data = base64.b64decode(reply["data"])
             if data:
                 yield data

@@ -100,6 +100,9 @@ class NodeSettings:
     http: str | None = None
     http_token: str | None = None
     http_write: bool = False
+    #: ``http`` was chosen by default (dcrond on embedded defaults), not asked for: when its port
+    #: is taken the node logs a warning and runs without the dashboard instead of failing to start.
+    http_optional: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -127,8 +130,9 @@ class NodeSettings:
         _integer("keep_runs", self.keep_runs, minimum=0, maximum=MAX_KEEP_RUNS)
         _integer("keep_days", self.keep_days, minimum=0, maximum=MAX_KEEP_DAYS)
         _seconds("retention_interval", self.retention_interval)
-        if not isinstance(self.http_write, bool):
-            raise ValidationError(f"setting http_write must be true or false, got {self.http_write!r}")
+        for name in ("http_write", "http_optional"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValidationError(f"setting {name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.options, dict):
             raise ValidationError(f"setting options must be a table, got {self.options!r}")
 
@@ -168,6 +172,7 @@ class NodeSettings:
             http=self.http or None,
             http_token=self.http_token or None,
             http_write=self.http_write,
+            http_optional=self.http_optional,
             options=dict(self.options),
         )
 

@@ -209,7 +209,9 @@ def _settings(config_path: str | None, flags: dict[str, Any], extra: tuple[str, 
     for key in ("data_dir", "keys_dir"):
         if key in values and isinstance(values[key], str):
             values[key] = Path(values[key])
+    given = values.get("http")
     values["http"] = _http_default(values)
+    values["http_optional"] = given is None and values["http"] is not None
     return NodeSettings(**values, options=options).resolved()
 
 

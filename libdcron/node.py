@@ -177,7 +177,13 @@ class Node:
         assert s.http and s.keys_dir
         token, path, created = load_token(s.keys_dir, s.http_token)
         web = WebServer(self, s.http, token, write=s.http_write)
-        web.start()
+        try:
+            web.start()
+        except UnavailableError as exc:
+            if not s.http_optional:
+                raise
+            log.warning("%s; running without the dashboard (set --http to choose its address)", exc)
+            return
         self.web = web
         where = f"the token in {path}" if path else "the configured http_token"
         log.info(

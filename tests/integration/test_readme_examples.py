@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import tomllib
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +113,23 @@ def test_the_quick_start_commands_run(dcrond: tuple[str, Path], tmp_path: Path) 
     assert "registered hello; next run " in result.stdout
     assert re.search(r"^hello from hello at \d{4}-\d\d-\d\dT\d\d:\d\d:\d0Z$", result.stdout, re.M), result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_the_quick_start_node_serves_its_dashboard_with_the_token_of_its_keys_folder(
+    dcrond: tuple[str, Path],
+) -> None:
+    """The quick start says: the dashboard is on the listen port + 1000, the token in keys/http.token."""
+    endpoint, data = dcrond
+    assert "`http://127.0.0.1:8571/`" in section("Quick start") and "keys/http.token" in section("Quick start")
+    port = int(endpoint.rsplit(":", 1)[1]) + 1000
+    token = (data / "keys" / "http.token").read_text().strip()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=5)
+    assert refused.value.code == 401
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200 and b"dcron_is_leader 1.0" in answer.read()
 
 
 # -- embedding ----------------------------------------------------------------------------------

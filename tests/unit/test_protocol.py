@@ -14,6 +14,16 @@ def test_request_round_trip() -> None:
     assert protocol.decode_request(frames) == (Command.SHOW, {"name": "a"})
 
 
+def test_the_command_table() -> None:
+    public = {"PING": 0x01, "STATUS": 0x02, "SCHEDULE": 0x10, "ENABLE": 0x11, "DISABLE": 0x12, "LIST": 0x13}
+    public |= {"SHOW": 0x14, "EXECUTIONS": 0x15, "LOGS": 0x16, "RUN": 0x17, "SCHEDULE_MANY": 0x18, "TAIL": 0x19}
+    nodes = {"DISPATCH": 0x20, "RUN_NOW": 0x21, "FINISHED": 0x22}
+    assert {c.name: c.value for c in Command} == public | nodes
+    assert {c.name for c in protocol.NODE_COMMANDS} == set(nodes)  # TAIL is public
+    frames = protocol.encode_request(Command.TAIL, {"execution": "x@y#1", "offset": 0})
+    assert frames[1] == b"\x19" and protocol.decode_request(frames)[0] is Command.TAIL
+
+
 @pytest.mark.parametrize(
     ("frames", "message"),
     [
