@@ -967,3 +967,25 @@ def test_sqlite_thousand_runs_sanity(tmp_path: Path) -> None:
     # Generous: a regression to an fsync per commit or a table scan per write shows up as far worse.
     assert single < 20 and threaded < 20
     store.close()
+
+
+def test_the_dashboards_queries_by_status_newest_first(store: DocumentStore) -> None:
+    """Records.executions(status=) and Records.recent_executions, what /jobs/NAME and /runs ask."""
+    from libdcron.records import Records
+
+    store.create_many(
+        EXECUTIONS,
+        [
+            execution("a", 1, status="succeeded"),
+            execution("a", 2, status="failed"),
+            execution("a", 3, status="succeeded"),
+            execution("b", 4, status="failed"),
+            execution("b", 5, status="running"),
+        ],
+    )
+    records = Records(store)
+    assert [e.fire_time.minute for e in records.executions("a", 10, status="succeeded")] == [3, 1]
+    assert [e.fire_time.minute for e in records.executions("a", 10)] == [3, 2, 1]
+    assert [(e.job, e.fire_time.minute) for e in records.recent_executions(10, status="failed")] == [("b", 4), ("a", 2)]
+    assert [e.fire_time.minute for e in records.recent_executions(2)] == [5, 4]
+    assert [e.fire_time.minute for e in records.recent_executions(2, skip=2)] == [3, 2]
