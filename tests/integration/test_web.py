@@ -318,3 +318,42 @@ def test_a_taken_http_address_fails_the_start_with_a_clear_error(tmp_path: Path,
     taken = site.base.replace("http://", "tcp://")
     with pytest.raises(UnavailableError, match="cannot serve the dashboard"), embedded_node(tmp_path, http=taken, timeout=5):
         pass
+
+
+def test_a_second_nodes_dashboard_shows_both_members_and_tails_a_run_on_the_other(tmp_path: Path) -> None:
+    """Two nodes of one cluster (one host, one data folder): the non-leader's dashboard asks the
+    leader for its STATUS, and follows a run in progress on whichever node runs it."""
+    from libdcron.config import NodeSettings
+
+    with embedded_node(tmp_path, node_id="web-a") as a, client_for(a) as client:
+        b = Node(NodeSettings(data_dir=tmp_path / "data", listen="tcp://127.0.0.1:0", node_id="web-b", http="tcp://127.0.0.1:0"))
+        try:
+            b.start()
+            for n in (a, b):
+                wait_for(lambda n=n: len(n.election.members()) == 2, 10, message="both nodes are members")
+            assert b.web is not None
+            second = Site(b, client, b.web.url.rstrip("/"), (tmp_path / "data" / "keys" / "http.token").read_text().strip())
+            page = second.get("/cluster").text
+            assert '<dd id="leader">web-a</dd>' in page and "unreachable" not in page
+            for name in ("web-a", "web-b"):
+                assert f"<td>{name}</td>" in page
+            script = tmp_path / "slow.sh"
+            script.write_text("echo first; sleep 2; echo second\n")
+            client.schedule("slow", YEARLY, "sh", script)
+            exec_id = client.run("slow")["execution"]
+            url = f"/runs/{quote(exec_id, safe='')}"
+
+            def first_line() -> dict[str, Any] | None:
+                answer = second.get(url + "/tail")
+                body: dict[str, Any] = json.loads(answer.body) if answer.status == 200 else {}
+                return body if body.get("text") else None
+
+            live = wait_for(first_line, 10, message="the first line, live")
+            assert live["text"] == "first\n" and live["running"] is True
+            assert 'data-tail="' in second.get(url).text  # the page follows it
+            assert "runs in progress" in second.get("/cluster").text.lower()
+            finished(client, "slow", 1)
+            done = json.loads(second.get(url + "/tail").body)
+            assert done["running"] is False and done["text"] == "first\nsecond\n"
+        finally:
+            b.stop(grace=3)
