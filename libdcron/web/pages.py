@@ -8,7 +8,7 @@ route                          what
 ``GET /jobs/{name}``           one job: schedule, next fire times, executions (``status``, ``page``)
 ``GET /runs``                  every job's executions, newest first (``status``, ``q``, ``page``)
 ``GET /runs/{id}``             one execution and its log, followed live while it runs
-``GET /runs/{id}/log``         the log as text (``?download=1``: as a file)
+``GET /runs/{id}/log``         the log as text, followed to its end (``?download=1``: as a file)
 ``GET /runs/{id}/tail``        JSON: the log from ``offset`` (what the live tail polls)
 ``GET /cluster``               leader, members, capacity, runs in progress, outbox
 ``GET /metrics``               Prometheus text format
@@ -37,6 +37,8 @@ from .auth import COOKIE, Credentials, safe_next
 from .views import STATUSES, Views
 
 HERE = Path(__file__).parent
+#: How often ``/runs/ID/log`` of a running run looks for more output.
+FOLLOW_POLL = 0.5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Served without credentials: the sign-in form and the style sheet and script it needs.
 PUBLIC = ("/login", "/static/")
@@ -229,22 +231,25 @@ class Dashboard:
         return web.json_response(answer)
 
     async def _log(self, request: web.Request) -> web.StreamResponse:
-        """The whole log, streamed chunk by chunk from the object store."""
+        """The whole log, streamed chunk by chunk; a running run's as it grows, until it ends."""
         exec_id = request.match_info["id"]
-        first = await self._call(self.views.log_chunk, exec_id, 0)
+        chunk = await self._call(self.views.tail, exec_id, 0)  # 404 before anything is sent
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         if request.query.get("download"):
             filename = exec_id.replace("@", "_").replace(":", "").replace("#", "_") + ".log"
             response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-        response.content_length = first["size"]
         await response.prepare(request)
-        chunk = first
+        offset = 0
         while True:
             data = base64.b64decode(chunk["data"])
-            await response.write(data)
-            if chunk["eof"] or not data:
+            if data:
+                await response.write(data)
+                offset += len(data)
+            if not chunk["running"] and chunk["eof"]:
                 break
-            chunk = await self._call(self.views.log_chunk, exec_id, chunk["offset"] + len(data))
+            if not data:
+                await asyncio.sleep(FOLLOW_POLL)
+            chunk = await self._call(self.views.tail, exec_id, offset)
         await response.write_eof()
         return response
 

@@ -113,9 +113,6 @@ class Views:
     def tail(self, exec_id: str, offset: int) -> dict[str, Any]:
         return dict(self.api.tail({"execution": exec_id, "offset": offset}))
 
-    def log_chunk(self, exec_id: str, offset: int) -> dict[str, Any]:
-        return dict(self.api.logs({"execution": exec_id, "offset": offset}))
-
     # -- cluster ---------------------------------------------------------------------------
 
     def cluster(self) -> dict[str, Any]:

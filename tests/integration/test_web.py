@@ -352,6 +352,8 @@ def test_a_second_nodes_dashboard_shows_both_members_and_tails_a_run_on_the_othe
             assert live["text"] == "first\n" and live["running"] is True
             assert 'data-tail="' in second.get(url).text  # the page follows it
             assert "runs in progress" in second.get("/cluster").text.lower()
+            followed = second.get(url + "/log")  # a running run's log: streamed until it ends
+            assert followed.status == 200 and followed.body == b"first\nsecond\n"
             finished(client, "slow", 1)
             done = json.loads(second.get(url + "/tail").body)
             assert done["running"] is False and done["text"] == "first\nsecond\n"
