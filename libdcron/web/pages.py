@@ -27,12 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
 
 from ..errors import DcronError, ForbiddenError, NotFoundError, UnavailableError, ValidationError
-from ..model import Status
+from ..model import Status, parse_instant
 from .auth import COOKIE, Credentials, safe_next
 from .views import STATUSES, Views
 
@@ -67,6 +68,24 @@ def job_url(name: str, suffix: str = "") -> str:
     return f"/jobs/{quote(name, safe='')}{suffix}"
 
 
+def show_instant(text: str) -> str:
+    """An instant as the pages show it: ``2026-12-02 21:59:25 UTC`` (to the second)."""
+    try:
+        return parse_instant(text).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValidationError:
+        return text
+
+
+def show_local(text: str, tz: str) -> str:
+    """An instant in a job's time zone: ``2026-12-03 02:30:00 CET``; UTC for a UTC job or a bad zone."""
+    if tz in ("", "UTC", "Etc/UTC"):
+        return show_instant(text)
+    try:
+        return parse_instant(text).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
+    except (ValidationError, ValueError, KeyError):
+        return show_instant(text)
+
+
 def make_templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -74,6 +93,8 @@ def make_templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.globals.update(run_url=run_url, job_url=job_url, statuses=STATUSES)
+    env.filters["instant"] = show_instant
+    env.filters["local"] = show_local
     env.filters["query"] = lambda params: urlencode({k: v for k, v in params.items() if v not in (None, "")})
     return env
 
