@@ -62,10 +62,17 @@ OBJECT_STORE_METHODS = (
 _WORD = re.compile(r"[a-z_]+")
 
 
+#: The reasons a decline is counted under; any other is ``other``, none at all ``unknown``.
+DECLINE_REASONS = frozenset({"busy", "stopping", "unreachable", "refused"})
+
+
 def decline_reason(reason: str | None) -> str:
-    """A worker's decline reason as a label: its first word (``"refused: ..."`` is ``refused``)."""
+    """A worker's decline reason as a label: its first word (``"refused: ..."`` is ``refused``),
+    one of :data:`DECLINE_REASONS` (a label's values stay few, whatever a worker answers)."""
     match = _WORD.match((reason or "").strip().lower())
-    return match.group() if match else "unknown"
+    if match is None:
+        return "unknown"
+    return match.group() if match.group() in DECLINE_REASONS else "other"
 
 
 def _guarded(read: Callable[[], float]) -> Callable[[], float]:

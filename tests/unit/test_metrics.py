@@ -80,6 +80,8 @@ def test_count_errors_counts_a_nested_call_once_and_wraps_once() -> None:
         ("Stopping now", "stopping"),
         (None, "unknown"),
         ("", "unknown"),
+        ("no answer", "other"),
+        ("unreachable", "unreachable"),
     ],
 )
 def test_decline_reasons_are_their_first_word(reason: str | None, label: str) -> None:
