@@ -219,6 +219,16 @@ class ObjectStore(ABC):
         self.put_file(local_path, url)
         os.unlink(local_path)
 
+    def sync(self) -> None:
+        """Make every file that :meth:`move_file` moved so far durable.
+
+        A store whose moves are durable when they return (an upload is) has nothing to do: the
+        default.  The local folder store renames a log into place and defers the ``fsync``: its
+        ``sync`` flushes all of them at once, and the recorder calls it before it writes the
+        execution documents that name those logs.
+        """
+        return None
+
     @abstractmethod
     def put_bytes(self, data: bytes, url: str) -> None:
         """Upload a small object held in memory."""

@@ -35,7 +35,9 @@ __all__ = [
     "CGROUP_FOLDER",
     "GATE",
     "cgroup2_mount",
+    "cgroup_descendants",
     "cgroup_pids",
+    "cgroup_populated",
     "kill_cgroup",
     "leftover_cgroups",
     "popen_gated",
@@ -67,8 +69,38 @@ def cgroup2_mount(mounts: str = "/proc/self/mounts") -> Path | None:
     return found[0] if found else None
 
 
+def _keyed(path: Path, key: str) -> int | None:
+    """The value of ``key`` in a flat-keyed cgroup file (``cgroup.events``, ``cgroup.stat``)."""
+    try:
+        with open(path, "rb") as file:
+            text = file.read()
+    except OSError:
+        return None
+    for line in text.split(b"\n"):
+        name, _, value = line.partition(b" ")
+        if name == key.encode():
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return None
+
+
+def cgroup_populated(path: Path) -> bool | None:
+    """Whether a live process is in the cgroup ``path`` or below (``cgroup.events``), as the
+    kernel updates it when a member exits; None when it cannot be read.  One read of a small
+    file instead of a walk of every descendant's ``cgroup.procs``."""
+    value = _keyed(path / "cgroup.events", "populated")
+    return None if value is None else value != 0
+
+
+def cgroup_descendants(path: Path) -> int | None:
+    """How many live cgroups are below ``path`` (``cgroup.stat``), or None when unreadable."""
+    return _keyed(path / "cgroup.stat", "nr_descendants")
+
+
 def cgroup_pids(path: Path) -> set[int]:
     """Pids in the cgroup ``path`` and its descendants (exited ones are no longer listed)."""
+    if cgroup_populated(path) is False:
+        return set()
     pids: set[int] = set()
     for folder, _dirs, _files in os.walk(path):
         with contextlib.suppress(OSError, ValueError):

@@ -119,6 +119,12 @@ class Metrics:
             "dcron_retries", "Attempts after the first (retries) this node's leader started.", registry=r
         )
         self.lost_runs = Counter("dcron_lost_runs", "Runs this node recorded lost.", registry=r)
+        self.skipped_fire_times = Counter(
+            "dcron_skipped_fire_times",
+            "Fire times this node's leader never ran: a newer one of the same job came due while "
+            "they waited behind a run still in progress (no overlap runs only the newest).",
+            registry=r,
+        )
         self.outbox_depth = Gauge(
             "dcron_outbox_depth", "Execution writes and log uploads not stored yet.", registry=r
         )

@@ -43,6 +43,7 @@ class Plugins:
     ) -> None:
         """``builtins`` (default: as ``load_entry_points``) registers the built-in plugins first."""
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._interpreters: tuple[frozenset[int], dict[str, Interpreter]] | None = None
         self.pm.add_hookspecs(hookspecs)
         for name, module in BUILTINS if (load_entry_points if builtins is None else builtins) else ():
             try:
@@ -60,12 +61,20 @@ class Plugins:
         self.pm.register(plugin, name=name)
 
     def interpreters(self) -> dict[str, Interpreter]:
+        """The interpreters by name (a later registration wins).  The hook is called again only
+        when the registered plugins change: a worker asks at every run, and the interpreters
+        keep what they looked up (a program's path on PATH) between runs."""
+        plugins = frozenset(map(id, self.pm.get_plugins()))
+        cached = self._interpreters
+        if cached is not None and cached[0] == plugins:
+            return dict(cached[1])
         found: dict[str, Interpreter] = {}
         # pluggy calls the last registered first: reverse so later registrations win.
         for batch in reversed(self.pm.hook.dcron_interpreters()):
             for interp in batch or ():
                 found[interp.name] = interp
-        return found
+        self._interpreters = (plugins, found)
+        return dict(found)
 
     def object_store(self, url: str, options: Mapping[str, Any]) -> ObjectStore:
         store = self.pm.hook.dcron_object_store(url=url, options=options)

@@ -67,6 +67,7 @@ from typing import Protocol
 from .cgroup import (
     CGROUP_FOLDER,
     cgroup2_mount,
+    cgroup_descendants,
     cgroup_pids,
     kill_cgroup,
     leftover_cgroups,
@@ -423,6 +424,9 @@ def _reusable(path: Path, seen_empty: bool = False) -> bool:
     try:
         if not seen_empty and cgroup_pids(path):
             return False
+        below = cgroup_descendants(path)
+        if below is not None:
+            return below == 0
         return not any(entry.is_dir(follow_symlinks=False) for entry in os.scandir(path))
     except OSError:
         return False

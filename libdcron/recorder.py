@@ -99,6 +99,8 @@ class Recorder:
         self._queue: list[Execution] = []  # ends waiting for the writer
         self._queued = threading.Condition()
         self._writing = 0  # ends taken by the writer and not written yet
+        #: Object stores that moved logs in since their last sync (see ObjectStore.sync).
+        self._unsynced: dict[int, ObjectStore] = {}
         self._thread = threading.Thread(target=self._replay_loop, name="dcron-outbox", daemon=True)
         self._thread.start()
         self._writer = threading.Thread(target=self._write_loop, name="dcron-recorder", daemon=True)
@@ -203,7 +205,18 @@ class Recorder:
                     self._writing = 0
                     self._queued.notify_all()
 
+    def _sync_objects(self) -> None:
+        """Make the logs moved so far durable before documents that name them are written."""
+        with self._lock:
+            stores, self._unsynced = list(self._unsynced.values()), {}
+        for objects in stores:
+            try:
+                objects.sync()
+            except Exception as exc:  # the logs are in place; only their durability is in doubt
+                log.warning("could not flush the logs moved to %s to disk: %s", objects.base_url, exc)
+
     def _complete_batch(self, batch: list[Execution]) -> None:
+        self._sync_objects()
         with self._lock:
             revs = [(ex, self._revs.pop(ex.id, None)) for ex in batch]
         known = [(ex, rev) for ex, rev in revs if rev is not None]
@@ -225,6 +238,7 @@ class Recorder:
 
     def complete(self, execution: Execution) -> None:
         """Record the end of an attempt (never overwrites another attempt's document)."""
+        self._sync_objects()
         doc = execution.to_doc()
         op: dict[str, Any] = {"op": "complete", "id": execution.id, "doc": doc}
         with self._lock:
@@ -248,7 +262,10 @@ class Recorder:
         """Upload a log; on failure journal the upload (the file stays on disk) and return False."""
         op = {"op": "upload", "local": local_path, "url": url, "id": execution_id}
         try:
-            self.resolve_objects(url).move_file(local_path, url)
+            objects = self.resolve_objects(url)
+            objects.move_file(local_path, url)
+            with self._lock:
+                self._unsynced[id(objects)] = objects
             return True
         except UnavailableError as exc:
             log.warning(
@@ -292,7 +309,9 @@ class Recorder:
                 self.resolve_objects(op["url"]).delete(op["url"])  # an earlier pass may have uploaded it
                 return
             if os.path.exists(op["local"]):
-                self.resolve_objects(op["url"]).move_file(op["local"], op["url"])
+                objects = self.resolve_objects(op["url"])
+                objects.move_file(op["local"], op["url"])
+                objects.sync()
             self._set_log(op["id"], op["url"])
 
     def _deleted(self, exec_id: str) -> bool:

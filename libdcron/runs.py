@@ -2,15 +2,18 @@
 
 :class:`RunHandle` is what :class:`~libdcron.worker.Worker` keeps of an attempt from the moment it
 accepts it until its end is recorded; :class:`CappedLog` is the run's log file, capped in size with
-a visible marker; :func:`kill_group` ends a run's whole process tree.
+a visible marker; :class:`WorkDirs` hands out the runs' working folders; :func:`kill_group` ends a
+run's whole process tree.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -96,4 +99,58 @@ def kill_group(proc: subprocess.Popen[bytes] | RemoteProcess, tree: RunTree | No
 
 
 def rmtree(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove a folder and what it holds; an empty one (a run's usual working folder) with one
+    ``rmdir``, which is most of the cost of ``shutil.rmtree`` saved at hundreds of runs a second."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class WorkDirs:
+    """The runs' working folders, under ``root``: each run starts in an empty folder of its own
+    (mode 0700), which its end gives back.  A folder left as it was given (empty, 0700) is kept
+    for a later run; any other is removed.  At hundreds of runs a second this spares the kernel
+    a ``mkdir`` and an ``rmdir`` per run.  What an earlier process left under ``root`` is
+    removed when this one starts."""
+
+    KEEP = 64
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        rmtree(str(root))
+        root.mkdir(parents=True, exist_ok=True)
+        self._free: list[str] = []
+        self._lock = threading.Lock()
+        self._names = itertools.count(1)
+
+    def take(self) -> str:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            path = os.path.join(self.root, str(next(self._names)))
+        os.mkdir(path, 0o700)
+        return path
+
+    def give_back(self, path: str) -> None:
+        try:
+            mode = os.lstat(path).st_mode
+            if stat.S_ISDIR(mode) and stat.S_IMODE(mode) == 0o700:
+                with os.scandir(path) as entries:
+                    empty = next(entries, None) is None
+                if empty:
+                    with self._lock:
+                        if len(self._free) < self.KEEP:
+                            self._free.append(path)
+                            return
+        except OSError:
+            pass
+        rmtree(path)
+
+    def close(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+        for path in free:
+            rmtree(path)

@@ -29,7 +29,6 @@ import hashlib
 import logging
 import os
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -44,7 +43,7 @@ from .model import Execution, Status, execution_id, format_instant, utcnow
 from .proctree import ProcessTree, node_key
 from .recorder import Recorder
 from .runloop import Pool, RunLoop
-from .runs import KILL_GRACE, CappedLog, RunHandle, kill_group, rmtree
+from .runs import KILL_GRACE, CappedLog, RunHandle, WorkDirs, kill_group
 from .scripts import ScriptCache
 from .spawner import RemoteProcess, Spawner
 from .transport.messages import Dispatch, DispatchReply
@@ -92,6 +91,8 @@ class Worker:
         self.scripts = ScriptCache(work_dir / "scripts", resolve_objects)
         self.spool_dir = work_dir / "logs"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        #: The runs' working folders (each run's current directory, an empty one of its own).
+        self.workdirs = WorkDirs(work_dir / "runs")
         self._runs: dict[str, RunHandle] = {}
         self._lock = threading.Lock()
         self._stopping = False
@@ -255,7 +256,7 @@ class Worker:
                 return
             handle.started = True
         try:
-            handle.workdir = tempfile.mkdtemp(prefix="dcron-run-")
+            handle.workdir = self.workdirs.take()
             tree = handle.tree = self.containment.run()  # its cgroup, process group and marker
             handle.spawned = utcnow()
             argv = handle.interpreter.command(str(handle.script))
@@ -291,7 +292,7 @@ class Worker:
         if proc is None:
             tree.close()
             if handle.workdir:
-                rmtree(handle.workdir)
+                self.workdirs.give_back(handle.workdir)
             self._fail(handle, f"cannot start {handle.job.interpreter}: {error}")
             return
         try:
@@ -409,7 +410,7 @@ class Worker:
             assert handle.log_path is not None
             uploaded = self.recorder.upload_log(str(handle.log_path), log_url, ex.id)
             if handle.workdir:
-                rmtree(handle.workdir)
+                self.workdirs.give_back(handle.workdir)
             final = ex.with_changes(
                 status=status,
                 started=handle.spawned,
@@ -474,6 +475,7 @@ class Worker:
         for pool in (self._prepare, self._spawn, self._finish):
             pool.shutdown()
         self._loop.close()
+        self.workdirs.close()
         for spawner in self._spawners:
             spawner.close()
         self.containment.close()

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 FEED_BATCH = 1000
 #: Seconds after which a run a worker accepted is read back from the store (a missed completion).
 RECHECK = 5.0
+#: A change of the attempt in progress is read this long after the change, and no earlier than
+#: this long after its fire time: by then the worker's FINISHED has usually ended the attempt and
+#: the read is spared (a run's insert is a change too: one read per run otherwise).
+FEED_DEFER = 1.0
 
 
 class Leader:
@@ -67,6 +71,8 @@ class Leader:
         self._pool = ThreadPoolExecutor(max_workers=dispatch_threads, thread_name_prefix="dcron-dispatch")
         self._threads: list[threading.Thread] = []
         self._feed_since: str | None = None
+        #: Execution changes to read later: (monotonic due time, execution id), see FEED_DEFER.
+        self._deferred: list[tuple[float, str]] = []
         #: Attempts to dispatch, queued by :meth:`_submit`; the dispatcher sends them in batches.
         self._outgoing: list[tuple[str, Run]] = []
         self._outgoing_ready = threading.Event()
@@ -173,6 +179,9 @@ class Leader:
             while self._active:
                 now = self.clock()
                 self._submit(self.state.advance(now))
+                if self.state.skipped:
+                    self.metrics.skipped_fire_times.inc(self.state.skipped)
+                    self.state.skipped = 0
                 mono = time.monotonic()
                 while self._retry and self._retry[0][0] <= mono:
                     _, _, name = heapq.heappop(self._retry)
@@ -392,6 +401,7 @@ class Leader:
                 self._feed_since = since
                 for change in changes:
                     self._on_change(change.collection, change.doc_id)
+                self._read_deferred()
             except DcronError as exc:
                 log.warning("change feed unavailable: %s", exc)
                 time.sleep(1.0)
@@ -400,8 +410,6 @@ class Leader:
                 time.sleep(self.feed_interval)
 
     def _on_change(self, collection: str, doc_id: str) -> None:
-        if collection == EXECUTIONS and not self._tracking(doc_id):
-            return  # _finished would ignore it: spare the store a read (one per run otherwise)
         try:
             if collection == JOBS:
                 job = self.records.job(doc_id)
@@ -409,11 +417,32 @@ class Leader:
                     self.state.upsert(job, self.clock())
                     self._cond.notify_all()
             elif collection == EXECUTIONS:
-                ex = self.records.execution(doc_id)
-                if ex.status.terminal:
-                    self._finished(ex)
+                with self._cond:
+                    run = self.state.tracked(doc_id)
+                if run is None:
+                    return  # _finished would ignore it: spare the store a read
+                ahead = (run.fire_time - self.clock()).total_seconds()
+                heapq.heappush(self._deferred, (time.monotonic() + max(0.0, ahead) + FEED_DEFER, doc_id))
         except NotFoundError:
             return
+
+    def _read_deferred(self) -> None:
+        """Read the deferred execution changes that are due and still of an attempt in progress."""
+        now, seen = time.monotonic(), set()
+        while self._deferred and self._deferred[0][0] <= now:
+            _, doc_id = heapq.heappop(self._deferred)
+            if doc_id in seen or not self._tracking(doc_id):
+                continue
+            seen.add(doc_id)
+            try:
+                ex = self.records.execution(doc_id)
+            except NotFoundError:
+                continue
+            except DcronError:
+                heapq.heappush(self._deferred, (now + 1.0, doc_id))  # the feed loop pauses meanwhile
+                raise
+            if ex.status.terminal:
+                self._finished(ex)
 
     def _tracking(self, exec_id: str) -> bool:
         """Whether ``exec_id`` (``JOB@FIRE_TIME#ATTEMPT``) is the attempt in progress of its job.

@@ -150,6 +150,10 @@ class LeaderState:
         #: Names of the jobs with a run in progress (maybe a few stale ones): :meth:`placed` looks at
         #: these, once a second, not at every job.
         self._busy: set[str] = set()
+        #: Fire times never run because a newer one of the same job came due while they waited
+        #: behind a run still in progress (no overlap keeps only the newest waiting); the leader
+        #: moves the count into its metrics and resets it.
+        self.skipped = 0
 
     def clear(self) -> None:
         """Forget the schedule (stepping down)."""
@@ -339,9 +343,15 @@ class LeaderState:
 
     def tracking(self, exec_id: str) -> bool:
         """Whether ``exec_id`` (``JOB@FIRE_TIME#ATTEMPT``) is the attempt in progress of its job."""
+        return self.tracked(exec_id) is not None
+
+    def tracked(self, exec_id: str) -> Run | None:
+        """The run of ``exec_id`` when it is the attempt in progress of its job, else None."""
         name = exec_id.partition("@")[0]  # job names hold no '@'
         js = self.jobs.get(name)
-        return js is not None and js.run is not None and js.run.exec_id(name) == exec_id
+        if js is not None and js.run is not None and js.run.exec_id(name) == exec_id:
+            return js.run
+        return None
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -402,6 +412,15 @@ class LeaderState:
                 format_instant(fire),
                 extra={"job": js.job.name},
             )
+            if js.pending is not None and not js.pending[1]:
+                self.skipped += 1
+                log.info(
+                    "%s: %s skipped, %s waits instead (no overlap)",
+                    js.job.name,
+                    format_instant(js.pending[0]),
+                    format_instant(fire),
+                    extra={"job": js.job.name},
+                )
             js.pending = (fire, False)
             return None
         return self._start(js, fire, 1, False)

@@ -95,3 +95,18 @@ def test_a_node_counts_its_runs_retries_and_leadership(tmp_path: Path) -> None:
     # Stopped: the node stepped down and no longer leads.
     assert value(node, "dcron_is_leader") == 0 and value(node, "dcron_jobs_loaded") == 0
     assert value(node, "dcron_leader_changes_total", change="deposed") == 1
+
+
+def test_fire_times_skipped_behind_a_long_run_are_counted(tmp_path: Path) -> None:
+    # A job due every second whose run lasts 2.5 s: while it runs, the next fire time waits and is
+    # then replaced by a newer one (no overlap runs only the newest), which counts as skipped.
+    script = tmp_path / "long.sh"
+    script.write_text("sleep 2.5\n")
+    with embedded_node(tmp_path, node_id="skips") as node, client_for(node, timeout=5) as client:
+        assert value(node, "dcron_skipped_fire_times_total") == 0
+        client.schedule("long", "* * * * * *", "sh", script)
+        wait_for(lambda: (value(node, "dcron_skipped_fire_times_total") or 0) >= 1, 10, message="a skip counted")
+        client.disable("long")
+        rows = ended(client, "long", 1)
+        fires = sorted(e["fire_time"] for e in rows)
+        assert len(set(fires)) == len(fires), "each fire time that ran, ran once"

@@ -266,3 +266,30 @@ def test_a_cgroup_that_cannot_be_made_or_joined_falls_back_to_the_marker(tmp_pat
     finally:
         run.end(None, 0)
         tree.close()
+
+
+def test_a_cgroups_populated_flag_and_descendants_count_are_read_from_the_kernel(tmp_path: Path) -> None:
+    if not cgroups_available(tmp_path):
+        pytest.skip("this host lets no cgroup v2 be made")
+    from libdcron.cgroup import cgroup_descendants, cgroup_pids, cgroup_populated
+
+    tree = ProcessTree(node_key(tmp_path, "flags"), "inc1")
+    run = tree.run()
+    assert run.cgroup is not None
+    try:
+        assert cgroup_populated(run.cgroup) is False and cgroup_descendants(run.cgroup) == 0
+        proc = _start(run, "sleep 300")
+        wait_for(lambda: cgroup_populated(run.cgroup) is True)
+        assert proc.pid in cgroup_pids(run.cgroup)
+        (run.cgroup / "sub").mkdir()
+        assert cgroup_descendants(run.cgroup) == 1
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: cgroup_populated(run.cgroup) is False)
+        assert cgroup_pids(run.cgroup) == set()
+        (run.cgroup / "sub").rmdir()
+        assert cgroup_descendants(run.cgroup) == 0
+        assert cgroup_populated(tmp_path) is None and cgroup_descendants(tmp_path) is None  # not a cgroup
+    finally:
+        run.end()
+        tree.close()

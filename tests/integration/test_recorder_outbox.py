@@ -265,3 +265,50 @@ def test_a_pending_upload_of_an_execution_deleted_meanwhile_is_dropped(parts: Pa
     wait(lambda: recorder.pending() == 0)
     assert not Path(local).exists(), "the spooled log is removed"
     assert not objects.exists(url), "and never uploaded: no document names it"
+
+
+def test_moved_logs_are_flushed_before_the_documents_naming_them_are_written(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder, store, objects, spool = parts
+    events: list[tuple[str, Any]] = []
+    real_sync, real_update_many = objects.sync, store.update_many
+
+    def sync() -> None:
+        events.append(("sync", list(objects._moved)))
+        real_sync()
+
+    def update_many(collection: str, items: Any) -> Any:
+        items = list(items)
+        events.append(("write", [doc_id for doc_id, *_ in items]))
+        return real_update_many(collection, items)
+
+    monkeypatch.setattr(objects, "sync", sync)
+    monkeypatch.setattr(store, "update_many", update_many)
+    runs = [running(f"j{i}") for i in range(3)]
+    assert all(r is True for r in recorder.create_many(runs))
+    urls = [objects.url_for(f"logs/j{i}/1.log") for i in range(3)]
+    for ex, url in zip(runs, urls, strict=True):
+        assert recorder.upload_log(spooled(spool, f"out {ex.job}\n"), url, ex.id)
+        recorder.complete_later(finish(ex).with_changes(log=url))
+    assert recorder.flush()
+    assert all(store.get(EXECUTIONS, ex.id)["log"] == url for ex, url in zip(runs, urls, strict=True))
+    written = [ids for kind, ids in events if kind == "write"]
+    assert sorted(i for ids in written for i in ids) == sorted(ex.id for ex in runs)
+    path_of = {ex.id: objects.path_of(url) for ex, url in zip(runs, urls, strict=True)}
+    for n, (kind, ids) in enumerate(events):  # (the writer may take the first end alone)
+        if kind == "write":
+            flushed = {p for k, paths in events[:n] if k == "sync" for p in paths}
+            assert {path_of[i] for i in ids} <= flushed, events
+    assert objects._moved == []
+    objects.sync()  # nothing moved since: nothing to do
+
+
+def test_a_moved_log_deleted_before_the_flush_does_not_fail_it(parts: Parts) -> None:
+    _recorder, _store, objects, spool = parts
+    kept, gone = objects.url_for("logs/a/1.log"), objects.url_for("logs/b/1.log")
+    objects.move_file(spooled(spool, "a\n"), gone)
+    objects.move_file(spooled(spool, "b\n"), kept)
+    objects.delete(gone)
+    objects.sync()
+    assert objects.read_range(kept, 0, 10) == b"b\n" and objects._moved == []

@@ -159,6 +159,7 @@ def test_no_overlap_pending_keeps_only_the_newest() -> None:
     for second in range(2, 6):
         assert state.advance(t0 + timedelta(seconds=second)) == []
     assert state.jobs["s"].pending == (t0 + timedelta(seconds=5), False)
+    assert state.skipped == 3, "seconds 2, 3 and 4 were never run: counted"
     [catch_up] = state.reported(ended(first, "a", Status.SUCCEEDED))
     assert catch_up.fire_time == t0 + timedelta(seconds=5) and catch_up.attempt == 1
     assert state.jobs["s"].pending is None

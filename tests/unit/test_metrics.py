@@ -114,6 +114,7 @@ def test_render_parses_and_each_node_has_its_own_registry() -> None:
         "dcron_dispatch_declines",
         "dcron_retries",
         "dcron_lost_runs",
+        "dcron_skipped_fire_times",
         "dcron_outbox_depth",
         "dcron_leader_changes",
         "dcron_is_leader",

@@ -104,3 +104,14 @@ def test_a_later_plugin_adds_and_replaces_interpreters() -> None:
     assert interps["perl"].command("x") == ["perl", "x"]
     assert interps["python"].command("x") == ["/opt/python", "x"]
     assert interps["ruby"].command("x")[-1] == "x"
+
+
+def test_interpreters_are_kept_between_calls_until_a_plugin_registers() -> None:
+    plugins = Plugins()
+    first = plugins.interpreters()
+    assert plugins.interpreters()["sh"] is first["sh"]  # what it looked up (its PATH) is kept
+    plugins.interpreters().pop("sh")  # a caller's copy: the plugins' own is untouched
+    assert "sh" in plugins.interpreters()
+    plugins.register(ExtraPlugin())
+    again = plugins.interpreters()
+    assert "perl" in again and again["python"].command("x") == ["/opt/python", "x"]
