@@ -72,10 +72,15 @@ def cgroup2_mount(mounts: str = "/proc/self/mounts") -> Path | None:
 def _keyed(path: Path, key: str) -> int | None:
     """The value of ``key`` in a flat-keyed cgroup file (``cgroup.events``, ``cgroup.stat``)."""
     try:
-        with open(path, "rb") as file:
-            text = file.read()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        text = os.read(fd, 4096)  # (these files are a few short lines)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     for line in text.split(b"\n"):
         name, _, value = line.partition(b" ")
         if name == key.encode():

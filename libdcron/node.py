@@ -261,11 +261,11 @@ class Node:
                 local_worker=self.api.dispatch_local if self.api is not None else None,
                 metrics=self.metrics,
             )
-            self.leader.start()
             policy = Policy(s.keep_runs, s.keep_days)
             sweeper = Retention(self.store, self.resolve_objects, policy)
             self.retention = RetentionRunner(sweeper, interval=s.retention_interval)
             self.retention.start()
+            self.leader.start()  # last: once it is ready, so is the rest of the leadership
         self.metrics.leader_changes.labels(change="elected").inc()
         log.info("node %s is now the leader", self.node_id)
 

@@ -45,6 +45,8 @@ class RunHandle:
     deadline: Timer | None = None  # the job's timeout
     tree: RunTree | None = None
     workdir: str | None = None
+    argv: list[str] | None = None  # the command, staged with the rest before the fire instant
+    env: dict[str, str] | None = None  # what the run adds to the worker's environment
     log_path: Path | None = None
     output: CappedLog | None = None
     spawned: datetime | None = None  # when the process was spawned

@@ -10,7 +10,9 @@ the run's process there with a ``vfork``, and goes back to its own cgroup), reap
 
 Protocol, over a ``SOCK_SEQPACKET`` socket pair (one JSON object per message):
 
-- daemon -> helper: ``{"id": N, "argv": [...], "env": {...}, "cwd": DIR, "cgroup": DIR | null}``;
+- daemon -> helper, first: ``{"base_env": {...}}``, the environment every run starts from;
+- daemon -> helper: ``{"id": N, "argv": [...], "env": {...}, "cwd": DIR, "cgroup": DIR | null}``,
+  ``env`` being what the run adds to (or changes in) the base environment;
 - helper -> daemon: ``{"id": N, "pid": PID, "cgroup_failed": B}`` with the read end of the run's output pipe passed
   along (``SCM_RIGHTS``; ``cgroup_failed``: it could not join its cgroup and runs without one), or ``{"id": N, "error": TEXT, "errno": E}`` when it could not start;
 - helper -> daemon: ``{"exit": PID, "code": C}`` once the process ended (C as ``Popen.returncode``).
@@ -35,7 +37,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 log = logging.getLogger("libdcron.spawner")
@@ -91,7 +93,10 @@ Reply = Callable[[RemoteProcess | None, OSError | None], None]
 class Spawner:
     """The daemon's end: :meth:`spawn` asks the helper to start a run and calls back."""
 
-    def __init__(self) -> None:
+    def __init__(self, base_env: Mapping[str, str] | None = None) -> None:
+        """``base_env``: the environment each run's starts from (sent to a helper once, when it
+        starts, instead of with every run); a run's ``env`` is added to it."""
+        self._base = json.dumps({"base_env": dict(base_env or {})}).encode()
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._seq = 0
@@ -100,6 +105,13 @@ class Spawner:
         self._sock: socket.socket | None = None
         self._helper: subprocess.Popen[bytes] | None = None
         self._closed = False
+
+    def start(self) -> None:
+        """Start the helper now rather than at the first spawn (a Python start-up, tens of ms,
+        which the first runs would otherwise wait for).  Raises :class:`OSError` if it cannot."""
+        with self._lock:
+            if not self._closed:
+                self._ensure()
 
     def _ensure(self) -> socket.socket:
         """The helper's socket, starting the helper first if needed (lock held)."""
@@ -117,6 +129,11 @@ class Spawner:
             raise
         finally:
             theirs.close()
+        try:
+            ours.send(self._base)  # (the helper reads it before any run)
+        except OSError:
+            ours.close()
+            raise
         self._sock = ours
         threading.Thread(target=self._read, args=(ours,), name="dcron-spawner", daemon=True).start()
         return ours
@@ -124,8 +141,9 @@ class Spawner:
     def spawn(
         self, argv: list[str], env: dict[str, str], cwd: str | None, cgroup: str | None, reply: Reply
     ) -> None:
-        """Start ``argv``; ``reply(process, None)`` or ``reply(None, error)`` is called from the
-        spawner's reader thread.  Raises :class:`OSError` when the helper cannot be reached."""
+        """Start ``argv`` with the base environment plus ``env``; ``reply(process, None)`` or
+        ``reply(None, error)`` is called from the spawner's reader thread.  Raises
+        :class:`OSError` when the helper cannot be reached."""
         with self._lock:
             if self._closed:
                 raise OSError(errno.ESHUTDOWN, "the spawner is closed")
@@ -241,6 +259,8 @@ def _home() -> str | None:
 
 #: The helper's own cgroup, which it goes back to after each spawn into a run's cgroup.
 HOME: str | None = None
+#: The environment every run starts from (the daemon's first message).
+BASE_ENV: dict[str, str] = {}
 
 
 def _start(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]], message: dict[str, Any]) -> None:
@@ -254,7 +274,7 @@ def _start(sock: socket.socket, children: dict[int, subprocess.Popen[bytes]], me
             stdout=write,
             stderr=write,
             cwd=message.get("cwd"),
-            env=message["env"],
+            env={**BASE_ENV, **message["env"]},
             start_new_session=True,
         )
 
@@ -338,7 +358,12 @@ def serve(fd: int) -> None:
             data = sock.recv(MAX_MESSAGE)
             if not data:
                 return  # the daemon is gone
-            _start(sock, children, json.loads(data))
+            message = json.loads(data)
+            if "base_env" in message:
+                BASE_ENV.clear()
+                BASE_ENV.update(message["base_env"])
+                continue
+            _start(sock, children, message)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ Life of one attempt on a worker:
    concurrency limit declines a run as busy.  It inserts the execution documents of the runs it
    takes (status ``running``, no start time yet) in one bulk write; a conflict means another
    worker already runs that very attempt, and that run is declined as a duplicate.
-2. A preparing thread fetches the script into a local cache (:mod:`libdcron.scripts`); the run
-   then waits for its fire instant on a timer (the leader sends runs a little ahead so the
+2. A preparing thread fetches the script into a local cache (:mod:`libdcron.scripts`) and stages
+   the spawn: the run's working folder, its containment (:mod:`libdcron.proctree`: a cgroup where
+   the host allows it, a new session, an environment marker), its command and environment.  The
+   run then waits for its fire instant on a timer (the leader sends runs a little ahead so the
    process starts on time).
-3. A spawning thread starts the interpreter contained (:mod:`libdcron.proctree`: a cgroup where
-   the host allows it, a new session, an environment marker), stdout and stderr interleaved into
-   one pipe.
+3. A spawning thread has a spawner helper (:mod:`libdcron.spawner`) start the interpreter, stdout
+   and stderr interleaved into one pipe.
 4. The worker's event loop (:mod:`libdcron.runloop`, one thread for every run) copies the pipe
    into the log file, capped in size with a visible marker, and sees the main process exit (a
    ``pidfd``); at the job's timeout it has the whole tree killed and ``timeout`` recorded.
@@ -105,7 +106,15 @@ class Worker:
         self._loop = RunLoop("dcron-runs")
         #: Start the runs' processes from helper processes (see :mod:`libdcron.spawner`), in
         #: turn; empty once they cannot: runs are then spawned from this process.
-        self._spawners = [Spawner() for _ in range(SPAWNERS)] if use_spawner else []
+        self._spawners = [Spawner(self._environ) for _ in range(SPAWNERS)] if use_spawner else []
+        try:
+            for spawner in self._spawners:
+                spawner.start()  # ready before the first run is due
+        except OSError as exc:
+            log.warning("cannot start the spawner processes (%s); spawning runs from this process", exc)
+            for spawner in self._spawners:
+                spawner.close()
+            self._spawners = []
         self._next_spawner = 0
         # Spawning and ending wait on the kernel (fork, cgroups, fsync) more than on Python.
         self._prepare = Pool(4, "dcron-prepare")
@@ -216,6 +225,12 @@ class Worker:
                 self._fail(handle, str(exc))
                 return
             handle.interpreter = interp
+            try:
+                self._stage(handle)
+            except OSError as exc:
+                self._unstage(handle)
+                self._fail(handle, f"cannot prepare the run's working folder or cgroup: {exc}")
+                return
             delay = max(0.0, (ex.fire_time - utcnow()).total_seconds())
             with self._lock:
                 if not handle.cancelled:
@@ -235,44 +250,67 @@ class Worker:
         self._record(handle, ex.with_changes(status=Status.ERROR, ended=utcnow(), reason=reason))
 
     def _lost_before_start(self, handle: RunHandle) -> None:
+        self._unstage(handle)
         ex = handle.execution
         self._record(handle, ex.with_changes(status=Status.LOST, ended=utcnow(), reason="node shut down before the start"))
 
-    def _start(self, handle: RunHandle) -> None:
-        """Spawn the run's process (a spawning thread), then hand its pipe and exit to the loop."""
+    def _stage(self, handle: RunHandle) -> None:
+        """Before the fire instant: everything the spawn needs (its working folder, its
+        containment, command and environment), so that little is left to do at the instant."""
         ex, job = handle.execution, handle.job
         assert handle.interpreter is not None and handle.script is not None
-        env = {
-            **self._environ,
+        handle.workdir = self.workdirs.take()
+        tree = handle.tree = self.containment.run()  # its cgroup, process group and marker
+        handle.argv = handle.interpreter.command(str(handle.script))
+        handle.env = {
             "DCRON_JOB": job.name,
             "DCRON_FIRE_TIME": format_instant(ex.fire_time),
             "DCRON_EXECUTION_ID": ex.id,
             "DCRON_ATTEMPT": str(ex.attempt),
             "DCRON_NODE": self.node_id,
+            **tree.env(),
         }
+
+    def _unstage(self, handle: RunHandle) -> None:
+        """Give back what :meth:`_stage` took, for a run that will not start."""
+        tree, handle.tree = handle.tree, None
+        if tree is not None:
+            tree.close()
+        workdir, handle.workdir = handle.workdir, None
+        if workdir is not None:
+            self.workdirs.give_back(workdir)
+
+    def _start(self, handle: RunHandle) -> None:
+        """Spawn the run's process (a spawning thread), then hand its pipe and exit to the loop."""
+        ex = handle.execution
         with self._lock:
             if handle.cancelled:
                 self._lost_before_start(handle)
                 return
             handle.started = True
+        tree, argv, env = handle.tree, handle.argv, handle.env
+        assert tree is not None and argv is not None and env is not None and handle.workdir is not None
         try:
-            handle.workdir = self.workdirs.take()
-            tree = handle.tree = self.containment.run()  # its cgroup, process group and marker
             handle.spawned = utcnow()
-            argv = handle.interpreter.command(str(handle.script))
             if self._spawners:
                 self._next_spawner = (self._next_spawner + 1) % len(self._spawners)
                 try:
                     cgroup = str(tree.cgroup) if tree.cgroup is not None else None
                     self._spawners[self._next_spawner].spawn(
-                        argv, {**env, **tree.env()}, handle.workdir, cgroup, lambda p, e: self._spawned(handle, p, e)
+                        argv, env, handle.workdir, cgroup, lambda p, e: self._spawned(handle, p, e)
                     )
                     return
                 except OSError as exc:
                     log.warning("cannot use the spawner processes (%s); spawning runs from this process", exc)
                     self._spawners = []
             try:
-                proc = tree.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=handle.workdir, env=env)
+                proc = tree.popen(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=handle.workdir,
+                    env={**self._environ, **env},
+                )
             except OSError as exc:
                 self._spawned(handle, None, exc)
                 return
@@ -281,6 +319,8 @@ class Worker:
             log.exception("run %s crashed while starting", ex.id)
             if handle.process is not None:
                 kill_group(handle.process, handle.tree)
+            else:
+                self._unstage(handle)
             self._fail(handle, f"worker error: {exc!r}")
 
     def _spawned(
@@ -290,9 +330,7 @@ class Worker:
         ex, tree = handle.execution, handle.tree
         assert tree is not None
         if proc is None:
-            tree.close()
-            if handle.workdir:
-                self.workdirs.give_back(handle.workdir)
+            self._unstage(handle)
             self._fail(handle, f"cannot start {handle.job.interpreter}: {error}")
             return
         try:

@@ -115,3 +115,21 @@ def test_a_run_is_born_in_its_cgroup_and_the_helper_goes_back_to_its_own(spawner
     finally:
         run.close()
         tree.close()
+
+
+def test_a_run_gets_the_base_environment_with_its_own_additions_also_after_a_new_helper() -> None:
+    s = Spawner({"PATH": os.environ["PATH"], "BASE": "b", "CHANGED": "old"})
+    try:
+        for _ in range(2):
+            replies = Replies()
+            s.spawn(["/bin/sh", "-c", 'echo "$BASE $CHANGED $OWN"'], {"CHANGED": "new", "OWN": "o"}, None, None, replies)
+            assert replies.done.wait(10) and replies.process is not None
+            assert replies.process.wait(10) == 0
+            assert replies.process.stdout.read() == b"b new o\n"
+            helper = s._helper
+            assert helper is not None
+            os.kill(helper.pid, signal.SIGKILL)  # the next run starts a new helper, which gets the base too
+            helper.wait(10)
+            wait_for(lambda: s._sock is None, 5)
+    finally:
+        s.close()
