@@ -52,6 +52,7 @@ import apscheduler_bench as aps
 import cluster_bench as cb
 
 from libdcron.client import Client
+from libdcron.errors import UnavailableError
 from libdcron.model import parse_instant
 from libdcron.transport.keys import ensure_local_keys
 
@@ -193,10 +194,21 @@ def store_check(dc: Nodes, names: list[str], t0: float, t1: float, duration: int
     """Every job's executions with a fire time in the window, read back through the API."""
     rows: dict[str, list[dict[str, Any]]] = {}
 
+    def executions(c: Client, name: str, page: int) -> list[dict[str, Any]]:
+        for attempt in range(5):  # a store still busy with the load's writes may time out a read
+            try:
+                return c.executions(name, limit=200, page=page)
+            except UnavailableError as exc:
+                if attempt == 4:
+                    raise
+                say(f"    (reading {name}'s executions: {exc}; again in 5 s)")
+                time.sleep(5.0)
+        raise AssertionError("unreachable")
+
     def read(c: Client, name: str) -> None:
         got: list[dict[str, Any]] = []
         for page in range(1, 11):
-            batch = c.executions(name, limit=200, page=page)
+            batch = executions(c, name, page)
             got += batch
             if len(batch) < 200 or min(parse_instant(x["fire_time"]).timestamp() for x in batch) < t0:
                 break

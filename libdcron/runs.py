@@ -50,6 +50,9 @@ class RunHandle:
     log_path: Path | None = None
     output: CappedLog | None = None
     spawned: datetime | None = None  # when the process was spawned
+    exited: bool = False  # its main process ended (the loop saw it)
+    end_timer: Timer | None = None  # ends the run if its log pipe stays open after the exit
+    end_submitted: bool = False  # handed to a finishing thread
     drained: threading.Event = field(default_factory=threading.Event)
 
 

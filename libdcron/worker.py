@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LOG_CAP = 10 * 1024 * 1024
 #: How long a run's log pipe may stay open after its process tree ended (something escaped).
 DRAIN_WAIT = 5.0
+#: How long after a run's main process exits its end waits on the loop for the end of its output.
+EOF_WAIT = 0.05
 SPAWN_THREADS = 6
 FINISH_THREADS = 8
 #: Spawner helper processes (each starts one process at a time: a fork, then the child's exec).
@@ -393,6 +395,8 @@ class Worker:
         proc.stdout.close()
         handle.output.close()
         handle.drained.set()
+        if handle.exited:
+            self._submit_end(handle)
 
     def _on_exit(self, handle: RunHandle, pidfd: int | None) -> None:
         if pidfd is not None:
@@ -400,6 +404,21 @@ class Worker:
             os.close(pidfd)
         if handle.deadline is not None:
             handle.deadline.cancel()
+        handle.exited = True
+        if handle.drained.is_set():
+            self._submit_end(handle)
+        else:  # the pipe's end usually follows at once; if not, something the run left holds it
+            handle.end_timer = self._loop.call_at(time.monotonic() + EOF_WAIT, lambda: self._submit_end(handle))
+
+    def _submit_end(self, handle: RunHandle) -> None:
+        """Hand the run's end to a finishing thread, once: when both its exit and the end of its
+        output were seen (no finishing thread waits for the pipe), or :data:`EOF_WAIT` after the
+        exit (the finishing thread then ends what holds the pipe)."""
+        if handle.end_submitted:
+            return
+        handle.end_submitted = True
+        if handle.end_timer is not None:
+            handle.end_timer.cancel()
         self._finish.submit(self._end, handle)
 
     def _on_timeout(self, handle: RunHandle) -> None:
