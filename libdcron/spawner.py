@@ -207,11 +207,13 @@ class Spawner:
             closed = self._closed
         with contextlib.suppress(OSError):
             sock.close()
+        how = "died"
         if self._helper is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._helper.wait(timeout=1.0)
+                code = self._helper.wait(timeout=1.0)
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         if not closed and (pending or live):
-            log.error("the spawner process died; ending %d run(s) it had started", len(live))
+            log.error("the spawner process %s; ending %d run(s) it had started", how, len(live))
         for reply in pending.values():
             reply(None, OSError(errno.EPIPE, "the spawner process died"))
         for process in live.values():
