@@ -172,6 +172,10 @@ class Pool:
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
         self._queue.put((fn, args))
 
+    def backlog(self) -> int:
+        """Calls submitted and not taken by a thread yet (approximate)."""
+        return self._queue.qsize()
+
     def shutdown(self) -> None:
         for _ in self._threads:
             self._queue.put(self._STOP)

@@ -106,6 +106,10 @@ class Spawner:
         self._helper: subprocess.Popen[bytes] | None = None
         self._closed = False
 
+    def waiting(self) -> int:
+        """Spawns asked for and not answered yet."""
+        return len(self._pending)
+
     def start(self) -> None:
         """Start the helper now rather than at the first spawn (a Python start-up, tens of ms,
         which the first runs would otherwise wait for).  Raises :class:`OSError` if it cannot."""

@@ -16,8 +16,10 @@ Life of one attempt on a worker:
 4. The worker's event loop (:mod:`libdcron.runloop`, one thread for every run) copies the pipe
    into the log file, capped in size with a visible marker, and sees the main process exit (a
    ``pidfd``); at the job's timeout it has the whole tree killed and ``timeout`` recorded.
-5. A finishing thread ends whatever the run left behind, uploads the log to object storage and
-   completes the execution document (the recorder writes completions in batches).
+5. Once the loop has seen both the exit and the end of the output, a finishing thread ends
+   whatever the run left behind, uploads the log to object storage and completes the execution
+   document (the recorder writes completions in batches).  While spawns are waiting (a burst of
+   runs due at once), it lets them go first, for up to :data:`YIELD_TO_SPAWNS` seconds.
 
 So a worker's threads are a fixed few (the loop and three small pools), whatever the number of
 runs in flight.  Every store or storage failure is journaled by
@@ -56,6 +58,9 @@ DEFAULT_LOG_CAP = 10 * 1024 * 1024
 DRAIN_WAIT = 5.0
 #: How long after a run's main process exits its end waits on the loop for the end of its output.
 EOF_WAIT = 0.05
+#: How long a run's end may wait for the spawns asked for meanwhile (a burst of runs due at once
+#: starts first; the ends, which nobody waits for, follow).
+YIELD_TO_SPAWNS = 0.5
 SPAWN_THREADS = 6
 FINISH_THREADS = 8
 #: Spawner helper processes (each starts one process at a time: a fork, then the child's exec).
@@ -430,10 +435,16 @@ class Worker:
 
     # -- one run: the end (a finishing thread) ---------------------------------------------------
 
+    def _spawns_waiting(self) -> int:
+        return self._spawn.backlog() + sum(s.waiting() for s in self._spawners)
+
     def _end(self, handle: RunHandle) -> None:
         ex, job = handle.execution, handle.job
         proc, tree = handle.process, handle.tree
         assert proc is not None and tree is not None
+        deadline = time.monotonic() + YIELD_TO_SPAWNS
+        while self._spawns_waiting() and time.monotonic() < deadline:
+            time.sleep(0.002)
         try:
             code = proc.wait()
             if not handle.timed_out:
