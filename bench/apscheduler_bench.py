@@ -32,6 +32,14 @@ Figures:
    and their lag (script clock - fire time; dcron gives the fire time in ``$DCRON_FIRE_TIME``,
    APScheduler in its ``EVENT_JOB_SUBMITTED`` events, paired in order with the job's stamps).
 
+3. **bare**: no scheduler at all: a single-threaded ``python -I -S`` that starts the burst's N
+   ``sh`` commands in a loop at the instant.  Its p99 is the floor of a burst on this machine (the
+   processes' own CPU on these cores), printed beside as dcron / bare and APScheduler / bare.
+
+``--work-dir`` places the temporary folders (default: the system's temporary folder): dcron
+creates a file (the run's log) and a folder (its place in ``file://`` object storage) per run,
+APScheduler nothing, so a file system slow to create files weighs on dcron alone (README, "Figures").
+
 Ratios are dcron / APScheduler (below 1: dcron is faster).  Results go to
 ``bench/results/apscheduler_bench-TIMESTAMP.json``.
 """
@@ -422,6 +430,38 @@ def aps_sustained(aps: Aps, jobs: int, duration: int, warmup: float) -> dict[str
 
 
 # ----------------------------------------------------------------------------------------------
+# bare: no scheduler at all, the floor of a burst on this machine
+
+#: A single-threaded ``python -I -S`` that sleeps until the instant, then starts the N commands
+#: one after the other (``subprocess.Popen``: a vfork and exec each) and waits for them.
+BARE = """
+import subprocess, sys, time
+at, folder, n = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+cmds = [["sh", "-c", f'echo $(date +%s.%N) >> "{folder}/j{i:05d}"'] for i in range(n)]
+time.sleep(max(0.0, at - time.time()))
+for p in [subprocess.Popen(c) for c in cmds]:
+    p.wait()
+"""
+
+
+def bare_burst(base: Path, n: int, lead: float) -> dict[str, Any]:
+    """The same N ``sh`` commands started at the instant by a process that does nothing else:
+    what any scheduler's burst costs at least here (the processes' own CPU on these cores)."""
+    folder = base / f"bare{n}"
+    folder.mkdir(parents=True)
+    due = next_whole_second(lead)
+    t_due = due.timestamp()
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", BARE, str(t_due), str(folder), str(n)],
+        check=True,
+        timeout=lead + 120,
+    )
+    all_in = time.time() - t_due
+    lags = [float(lines[0][0]) - t_due for lines in read_stamps(folder).values() if lines]
+    return {"n": n, "due": due.isoformat(), "lag_s": summary(lags), "all_stamped_after_due_s": all_in}
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -440,6 +480,11 @@ def main() -> int:
     parser.add_argument("--capacity", type=int, default=2000, help="dcrond --capacity = APScheduler threads")
     parser.add_argument("--lead", type=float, default=20.0, help="burst due instant, seconds ahead [20]")
     parser.add_argument("--warmup", type=float, default=3.0, help="sustained: seconds before the window")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None,
+        help="where the temporary folders go (default: the system's, usually /tmp); see README "
+        "'Figures' on file creation costs",
+    )  # fmt: skip
     args = parser.parse_args()
     bursts = [int(x) for x in args.burst.split(",") if x.strip()]
     command = " ".join(["python", "bench/apscheduler_bench.py", *sys.argv[1:]])
@@ -461,9 +506,11 @@ def main() -> int:
             "apscheduler": f"BackgroundScheduler, MemoryJobStore, ThreadPoolExecutor(max_workers={args.capacity}), "
             "misfire_grace_time=None, coalesce=False, max_instances=1",
             "lag": "script's own `date +%s.%N` - due instant (same clock, same sh command on both sides)",
+            "bare": "no scheduler: one python -I -S starting the burst's sh commands in a loop at the instant",
         },
         "dcron": {"burst": [], "sustained": None},
         "apscheduler": {"burst": [], "sustained": None},
+        "bare": {"burst": []},
     }
     say(f"command: {command}")
     say(f"date:    {started:%Y-%m-%d %H:%M:%S} UTC; host {results['host']}")
@@ -472,7 +519,7 @@ def main() -> int:
     say(f"         APScheduler {results['settings']['apscheduler']}")
     say(f"lag:     {results['settings']['lag']}")
 
-    with tempfile.TemporaryDirectory(prefix="dcron-aps-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dcron-aps-bench-", dir=args.work_dir) as tmp:
         base = Path(tmp)
         say("\n[dcron]")
         dc = Dcron(base, args.capacity)
@@ -498,6 +545,11 @@ def main() -> int:
             results["apscheduler"]["burst"].append(r)
             say(f"  burst {n}: lag {fmt(r['lag_s'])}; skipped {r['skipped'] or 0}; "
                 f"scheduler process CPU {r['scheduler_cpu_s']:.1f} s")  # fmt: skip
+        say("\n[bare: no scheduler]")
+        for n in bursts:
+            r = bare_burst(base, n, 3.0)
+            results["bare"]["burst"].append(r)
+            say(f"  burst {n}: lag {fmt(r['lag_s'])}")
         aps = Aps(base / "aps-s", args.capacity)
         try:
             r = aps_sustained(aps, args.sustained_jobs, args.duration, args.warmup)
@@ -508,6 +560,7 @@ def main() -> int:
             f"lag {fmt(r['lag_s'])}; skipped {r['skipped'] or 0}; unpaired {r['unpaired_stamps']}; "
             f"scheduler CPU {r['scheduler_cpu_s']:.1f} s in the window")  # fmt: skip
 
+    results["work_dir"] = str(args.work_dir or tempfile.gettempdir())
     rows: list[tuple[str, str, str, str]] = []
     ratios: dict[str, float | None] = {}
 
@@ -521,9 +574,19 @@ def main() -> int:
         )
         rows.append((label, f(d), f(a), "-" if q is None else f"{q:.2f}"))
 
-    for d, a in zip(results["dcron"]["burst"], results["apscheduler"]["burst"], strict=True):
+    bare_rows: list[str] = []
+    for d, a, b in zip(
+        results["dcron"]["burst"], results["apscheduler"]["burst"], results["bare"]["burst"], strict=True
+    ):
         for p in ("p50", "p99", "max"):
             row(f"burst {d['n']}: start lag {p}", f"burst{d['n']}_{p}", d["lag_s"].get(p), a["lag_s"].get(p))
+        floor = b["lag_s"].get("p99")
+        q_d, q_a = ratio(d["lag_s"].get("p99"), floor), ratio(a["lag_s"].get("p99"), floor)
+        ratios[f"burst{d['n']}_p99_dcron_over_bare"], ratios[f"burst{d['n']}_p99_aps_over_bare"] = q_d, q_a
+        if floor is not None and q_d is not None and q_a is not None:
+            bare_rows.append(
+                f"burst {d['n']}: bare p99 {floor:.3f} s; dcron {q_d:.2f}x it, APScheduler {q_a:.2f}x it"
+            )
     d, a = results["dcron"]["sustained"], results["apscheduler"]["sustained"]
     tag = f"sustained {d['jobs']}x{d['duration_s']}s"
     row(f"{tag}: runs (expected {d['expected']})", "sustained_runs", d["runs"], a["runs"], unit="n")
@@ -542,6 +605,9 @@ def main() -> int:
                 c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
         )
+
+    for line in bare_rows:
+        say("  " + line)
 
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)

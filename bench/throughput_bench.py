@@ -412,6 +412,10 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None,
+        help="where the temporary folder goes (default: the system's, usually /tmp); see README 'Figures'",
+    )  # fmt: skip
     args = parser.parse_args()
     sizes = [int(x) for x in args.jobs.split(",") if x.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -435,7 +439,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, cb._raise_interrupted)
     signal.signal(signal.SIGHUP, cb._raise_interrupted)
     procs = cb.Processes()
-    base = Path(tempfile.mkdtemp(prefix="dcron-throughput-bench-"))
+    base = Path(tempfile.mkdtemp(prefix="dcron-throughput-bench-", dir=args.work_dir))
     results: dict[str, Any] = {"sustained": {}, "node_log_warnings": {}}
     code = 0
     try:

@@ -213,6 +213,18 @@ def execution_id(job: str, fire_time: datetime, attempt: int) -> str:
     return f"{job}@{format_instant(fire_time)}#{attempt}"
 
 
+def log_key(job: str, fire_time: datetime, attempt: int) -> str:
+    """Where an attempt's log goes in object storage: ``logs/JOB/FIRE_TIME_ATTEMPT.log``, one
+    folder per job (not one per fire time: a folder made and removed per run is the most costly
+    part of a run's end on a local file system)."""
+    return f"logs/{job}/{format_instant(fire_time)}_{attempt}.log"
+
+
+def legacy_log_key(job: str, fire_time: datetime, attempt: int) -> str:
+    """The key of logs written before :func:`log_key` (``logs/JOB/FIRE_TIME/ATTEMPT.log``)."""
+    return f"logs/{job}/{format_instant(fire_time)}/{attempt}.log"
+
+
 @dataclass(frozen=True)
 class Execution:
     """One attempt of one fire time of one job.  Created when it starts, completed when it ends."""

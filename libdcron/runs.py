@@ -119,12 +119,16 @@ class WorkDirs:
     (mode 0700), which its end gives back.  A folder left as it was given (empty, 0700) is kept
     for a later run; any other is removed.  At hundreds of runs a second this spares the kernel
     a ``mkdir`` and an ``rmdir`` per run.  What an earlier process left under ``root`` is
-    removed when this one starts."""
+    removed when this one starts.
+
+    Up to ``keep`` free folders are kept (at least :data:`KEEP`; a worker passes its capacity, so
+    that a burst of runs due at once finds its folders made by the burst before)."""
 
     KEEP = 64
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keep: int = KEEP) -> None:
         self.root = root
+        self.keep = max(keep, self.KEEP)
         rmtree(str(root))
         root.mkdir(parents=True, exist_ok=True)
         self._free: list[str] = []
@@ -147,7 +151,7 @@ class WorkDirs:
                     empty = next(entries, None) is None
                 if empty:
                     with self._lock:
-                        if len(self._free) < self.KEEP:
+                        if len(self._free) < self.keep:
                             self._free.append(path)
                             return
         except OSError:

@@ -42,7 +42,7 @@ from typing import Any
 from .abc import Interpreter, ObjectStore
 from .errors import ConflictError, DcronError
 from .metrics import Metrics
-from .model import Execution, Status, execution_id, format_instant, utcnow
+from .model import Execution, Status, execution_id, format_instant, log_key, utcnow
 from .proctree import ProcessTree, node_key
 from .recorder import Recorder
 from .runloop import Pool, RunLoop
@@ -100,7 +100,7 @@ class Worker:
         self.spool_dir = work_dir / "logs"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         #: The runs' working folders (each run's current directory, an empty one of its own).
-        self.workdirs = WorkDirs(work_dir / "runs")
+        self.workdirs = WorkDirs(work_dir / "runs", keep=capacity)
         self._runs: dict[str, RunHandle] = {}
         self._lock = threading.Lock()
         self._stopping = False
@@ -268,6 +268,10 @@ class Worker:
         assert handle.interpreter is not None and handle.script is not None
         handle.workdir = self.workdirs.take()
         tree = handle.tree = self.containment.run()  # its cgroup, process group and marker
+        # Its log file too: creating a file can take the kernel a millisecond (ext4 looking for
+        # a free inode), which a burst of runs due at once would otherwise pay at the instant.
+        handle.log_path = self.spool_dir / f"{hashlib.sha256(ex.id.encode()).hexdigest()[:24]}.log"
+        handle.output = CappedLog(handle.log_path, self.log_cap)
         handle.argv = handle.interpreter.command(str(handle.script))
         handle.env = {
             "DCRON_JOB": job.name,
@@ -283,6 +287,11 @@ class Worker:
         tree, handle.tree = handle.tree, None
         if tree is not None:
             tree.close()
+        output, handle.output = handle.output, None
+        if output is not None:
+            output.close()
+            assert handle.log_path is not None
+            handle.log_path.unlink(missing_ok=True)
         workdir, handle.workdir = handle.workdir, None
         if workdir is not None:
             self.workdirs.give_back(workdir)
@@ -349,8 +358,6 @@ class Worker:
             if handle.spawned is not None:
                 lag = (handle.spawned - ex.fire_time).total_seconds()
                 self.metrics.run_start_lag.observe(max(0.0, lag))
-            handle.log_path = self.spool_dir / f"{hashlib.sha256(ex.id.encode()).hexdigest()[:24]}.log"
-            handle.output = CappedLog(handle.log_path, self.log_cap)
             assert proc.stdout is not None
             os.set_blocking(proc.stdout.fileno(), False)
             if isinstance(proc, RemoteProcess):
@@ -474,7 +481,7 @@ class Worker:
                 status = Status.FAILED
                 if code < 0:
                     reason = f"killed by signal {-code}"
-            log_url = self.objects.url_for(f"logs/{job.name}/{format_instant(ex.fire_time)}/{ex.attempt}.log")
+            log_url = self.objects.url_for(log_key(job.name, ex.fire_time, ex.attempt))
             assert handle.log_path is not None
             uploaded = self.recorder.upload_log(str(handle.log_path), log_url, ex.id)
             if handle.workdir:

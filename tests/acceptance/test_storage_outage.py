@@ -191,7 +191,7 @@ def test_log_upload_waits_out_an_object_storage_outage(
     )
     for row in rows:
         assert row["status"] == "succeeded"
-        assert row["log"] == f"s3://outage/dcron/logs/slow/{row['fire_time']}/1.log"
+        assert row["log"] == f"s3://outage/dcron/logs/slow/{row['fire_time']}_1.log"
         assert cluster.dcron("logs", row["id"]).stdout.strip() == f"slow done {row['id']}"
     wait_for(lambda: not any(spool.iterdir()), 5)
     wait_for(lambda: cluster.json("status")["outbox"] == 0, 5)

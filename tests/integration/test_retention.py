@@ -25,7 +25,7 @@ from dcron_plugins.storage_local import LocalObjectStore
 from libdcron.abc import EXECUTIONS, JOBS, DocumentStore
 from libdcron.cli import cli
 from libdcron.errors import ValidationError
-from libdcron.model import Execution, Job, Status, format_instant
+from libdcron.model import Execution, Job, Status, log_key
 from libdcron.records import Records
 from libdcron.retention import Policy, Retention
 from libdcron.testing import client_for, embedded_node, wait_for
@@ -67,7 +67,7 @@ def test_sweep_on_a_real_store_with_file_logs(store: DocumentStore, tmp_path: Pa
 
     def run(job: str, ago: timedelta, attempt: int = 1, status: Status = Status.SUCCEEDED) -> Execution:
         fire = NOW - ago
-        url = objects.url_for(f"logs/{job}/{format_instant(fire)}/{attempt}.log")
+        url = objects.url_for(log_key(job, fire, attempt))
         objects.put_bytes(f"log of {job} {attempt}".encode(), url)
         ex = Execution(job, fire, attempt, "n1", status, log=None if status is Status.RUNNING else url)
         records.create_execution(ex)
@@ -98,7 +98,7 @@ def test_sweep_on_a_real_store_with_file_logs(store: DocumentStore, tmp_path: Pa
         assert objects.exists(str(ex.log)) is kept, ex.id
         if kept:
             assert records.execution(ex.id).log == ex.log  # kept documents are intact
-    assert objects.exists(objects.url_for(f"logs/counted/{format_instant(running.fire_time)}/1.log"))
+    assert objects.exists(objects.url_for(log_key("counted", running.fire_time, 1)))
     assert retention.sweep_once().executions == 0
 
 

@@ -124,6 +124,7 @@ def test_runs_that_cannot_start_are_recorded_as_errors(
     assert doc["status"] == "error"
     assert reason in doc["reason"]
     assert doc["started"] is None and doc["ended"], "it never started: no start time after its end"
+    assert list(worker.spool_dir.iterdir()) == [], "no log file left behind"
 
 
 def test_a_run_sent_ahead_has_no_start_time_until_it_starts(
@@ -179,3 +180,19 @@ def test_stop_gives_up_runs_waiting_for_their_fire_time_at_once(
     assert time.monotonic() - started < 2.0
     doc = wait_done(store, "w", 1)[0]
     assert doc["status"] == "lost" and "before the start" in doc["reason"]
+    assert list(worker.spool_dir.iterdir()) == [], "the log staged for it is removed"
+
+
+def test_a_staged_run_has_its_log_file_before_its_fire_time(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore],
+) -> None:
+    worker, store, objects = parts
+    url, sha = upload(objects, "scripts/l.sh", "echo staged\n")
+    assert dispatch(worker, Job("l", "* * * * *", "sh", url, script_sha256=sha), delay=2)["accepted"]
+    wait_for(lambda: list(worker.spool_dir.iterdir()), 2.0, message="the log file staged ahead")
+    (ex_id,) = [r["id"] for r in worker.running()]
+    assert worker.read_log(ex_id, 0, 100) == (b"", 0), "an empty log until the run starts"
+    doc = wait_done(store, "l", 1)[0]
+    assert doc["status"] == "succeeded"
+    assert objects.read_range(doc["log"], 0, 100) == b"staged\n"
+    assert list(worker.spool_dir.iterdir()) == [], "moved into object storage"

@@ -16,7 +16,7 @@ from libdcron.abc import EXECUTIONS, JOBS, ObjectInfo, ObjectStore
 from libdcron.config import NodeSettings
 from libdcron.daemon import _settings, dcrond
 from libdcron.errors import NotFoundError, UnavailableError, ValidationError
-from libdcron.model import Execution, Job, Status, format_instant
+from libdcron.model import Execution, Job, Status, legacy_log_key, log_key
 from libdcron.records import Records
 from libdcron.retention import Policy, Retention, RetentionRunner, SweepReport, own_log
 from libdcron.testing import InMemoryDocumentStore, wait_for
@@ -100,7 +100,7 @@ class World:
     ) -> Execution:
         """An execution of ``job`` fired ``ago`` before NOW, with its own log unless ``log`` says."""
         fire = NOW - ago
-        url = f"{BASE}/logs/{job}/{format_instant(fire)}/{attempt}.log" if log == "" else log
+        url = f"{BASE}/{log_key(job, fire, attempt)}" if log == "" else log
         ex = Execution(job, fire, attempt, "n1", status, log=url)
         self.records.create_execution(ex)
         if url:
@@ -266,10 +266,10 @@ def test_a_document_changed_since_it_was_read_waits_for_the_next_sweep() -> None
 def test_only_an_executions_own_log_is_deleted() -> None:
     w = World(Policy(keep_runs=1, keep_days=0))
     w.job("a")
-    shared = f"{BASE}/logs/a/{format_instant(NOW - timedelta(minutes=3))}/1.log"
+    shared = f"{BASE}/{log_key('a', NOW - timedelta(minutes=3), 1)}"
     kept = w.run("a", timedelta(minutes=1), log=shared)  # points at another attempt's log
     foreign = w.run("a", timedelta(minutes=2), log=f"{BASE}/elsewhere/x.log")
-    elsewhere = f"mem://other/logs/a/{format_instant(NOW - timedelta(minutes=4))}/1.log"
+    elsewhere = f"mem://other/{log_key('a', NOW - timedelta(minutes=4), 1)}"
     outside = w.run("a", timedelta(minutes=4), log=elsewhere)  # its own key, in a store not ours
     owner = w.run("a", timedelta(minutes=3))
     assert own_log(owner) and not own_log(foreign) and not own_log(kept)
@@ -425,3 +425,16 @@ def test_dcrond_flags_and_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     config.write_text("[node]\nkeep_runs = 50\nkeep_days = 0\n")
     s = _settings(str(config), {"data_dir": tmp_path, "keep_days": 4}, ())
     assert (s.keep_runs, s.keep_days) == (50, 4)
+
+
+def test_a_log_under_the_earlier_key_is_still_its_executions_own() -> None:
+    w = World(Policy(keep_runs=1, keep_days=0))
+    w.job("a")
+    fire = NOW - timedelta(minutes=2)
+    legacy = f"{BASE}/{legacy_log_key('a', fire, 1)}"
+    old = w.run("a", timedelta(minutes=2), log=legacy)
+    w.run("a", timedelta(minutes=1))
+    assert own_log(old) and not own_log(old.with_changes(attempt=2))
+    report = w.sweep()
+    assert old.id not in w.left("a") and legacy not in w.objects.objects
+    assert (report.executions, report.logs) == (1, 1)

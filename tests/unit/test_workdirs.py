@@ -48,3 +48,13 @@ def test_at_most_keep_folders_are_kept(tmp_path: Path) -> None:
     for path in taken:
         dirs.give_back(path)
     assert len(list((tmp_path / "runs").iterdir())) == WorkDirs.KEEP
+
+
+def test_a_larger_keep_serves_a_whole_burst_from_folders_made_before(tmp_path: Path) -> None:
+    dirs = WorkDirs(tmp_path / "runs", keep=WorkDirs.KEEP * 3)
+    first = [dirs.take() for _ in range(WorkDirs.KEEP * 2)]
+    for path in first:
+        dirs.give_back(path)
+    second = [dirs.take() for _ in range(WorkDirs.KEEP * 2)]
+    assert sorted(second) == sorted(first), "no folder made anew, none removed"
+    assert WorkDirs(tmp_path / "other", keep=1).keep == WorkDirs.KEEP, "never fewer than KEEP"
