@@ -53,6 +53,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,7 @@ def next_whole_second(ahead: float) -> datetime:
 
 class Dcron:
     def __init__(self, base: Path, capacity: int) -> None:
+        base.mkdir(parents=True, exist_ok=True)
         self.data = base / "dcron-data"
         self.log = base / "dcrond.log"
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -478,7 +480,8 @@ def main() -> int:
     parser.add_argument("--sustained-jobs", type=int, default=200, help="jobs every second [200; try 500]")
     parser.add_argument("--duration", type=int, default=20, help="sustained window, seconds [20]")
     parser.add_argument("--capacity", type=int, default=2000, help="dcrond --capacity = APScheduler threads")
-    parser.add_argument("--lead", type=float, default=20.0, help="burst due instant, seconds ahead [20]")
+    parser.add_argument("--lead", type=float, default=10.0, help="burst due instant, seconds ahead [10]")
+    parser.add_argument("--rounds", type=int, default=3, help="burst rounds, the peers in turn [3]")
     parser.add_argument("--warmup", type=float, default=3.0, help="sustained: seconds before the window")
     parser.add_argument(
         "--work-dir", type=Path, default=None,
@@ -521,35 +524,47 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="dcron-aps-bench-", dir=args.work_dir) as tmp:
         base = Path(tmp)
-        say("\n[dcron]")
-        dc = Dcron(base, args.capacity)
-        try:
+        # Bursts in rounds, the three peers in turn within each: the machine's speed drifts
+        # over minutes (shared hosts), and the medians over rounds are what the summary compares.
+        for rnd in range(1, args.rounds + 1):
+            at = base / f"round{rnd}"
+            say(f"\n[round {rnd}/{args.rounds}: dcron]")
+            dc = Dcron(at, args.capacity)
+            try:
+                for n in bursts:
+                    r = dcron_burst(dc, n, args.lead) | {"round": rnd}
+                    results["dcron"]["burst"].append(r)
+                    say(f"  burst {n}: lag {fmt(r['lag_s'])}; worker spawn (`started`) {fmt(r['spawn_lag_s'])}; "
+                        f"SCHEDULE_MANY {r['register_s']:.2f} s, dcrond CPU {r['dcrond_cpu_s']:.1f} s")  # fmt: skip
+            finally:
+                dc.stop()
+            say(f"[round {rnd}/{args.rounds}: APScheduler]")
             for n in bursts:
-                r = dcron_burst(dc, n, args.lead)
-                results["dcron"]["burst"].append(r)
-                say(f"  burst {n}: lag {fmt(r['lag_s'])}; worker spawn (`started`) {fmt(r['spawn_lag_s'])}; "
-                    f"SCHEDULE_MANY {r['register_s']:.2f} s, dcrond CPU {r['dcrond_cpu_s']:.1f} s")  # fmt: skip
+                aps = Aps(at / f"aps-b{n}", args.capacity)
+                try:
+                    r = aps_burst(aps, n, min(args.lead, 5.0) if n <= 100 else min(args.lead, 8.0)) | {
+                        "round": rnd
+                    }
+                finally:
+                    aps.stop()
+                results["apscheduler"]["burst"].append(r)
+                say(f"  burst {n}: lag {fmt(r['lag_s'])}; skipped {r['skipped'] or 0}; "
+                    f"scheduler process CPU {r['scheduler_cpu_s']:.1f} s")  # fmt: skip
+            say(f"[round {rnd}/{args.rounds}: bare, no scheduler]")
+            for n in bursts:
+                r = bare_burst(at, n, 3.0) | {"round": rnd}
+                results["bare"]["burst"].append(r)
+                say(f"  burst {n}: lag {fmt(r['lag_s'])}")
+        say("\n[sustained: dcron]")
+        dc = Dcron(base / "sustained", args.capacity)
+        try:
             r = dcron_sustained(dc, args.sustained_jobs, args.duration, args.warmup)
             results["dcron"]["sustained"] = r
             say(f"  sustained {args.sustained_jobs} jobs x {args.duration} s: {r['runs']} / {r['expected']} runs, "
                 f"lag {fmt(r['lag_s'])}; dcrond CPU {r['dcrond_cpu_s']:.1f} s in the window")  # fmt: skip
         finally:
             dc.stop()
-        say("\n[APScheduler]")
-        for n in bursts:
-            aps = Aps(base / f"aps-b{n}", args.capacity)
-            try:
-                r = aps_burst(aps, n, min(args.lead, 5.0) if n <= 100 else min(args.lead, 8.0))
-            finally:
-                aps.stop()
-            results["apscheduler"]["burst"].append(r)
-            say(f"  burst {n}: lag {fmt(r['lag_s'])}; skipped {r['skipped'] or 0}; "
-                f"scheduler process CPU {r['scheduler_cpu_s']:.1f} s")  # fmt: skip
-        say("\n[bare: no scheduler]")
-        for n in bursts:
-            r = bare_burst(base, n, 3.0)
-            results["bare"]["burst"].append(r)
-            say(f"  burst {n}: lag {fmt(r['lag_s'])}")
+        say("[sustained: APScheduler]")
         aps = Aps(base / "aps-s", args.capacity)
         try:
             r = aps_sustained(aps, args.sustained_jobs, args.duration, args.warmup)
@@ -562,7 +577,7 @@ def main() -> int:
 
     results["work_dir"] = str(args.work_dir or tempfile.gettempdir())
     rows: list[tuple[str, str, str, str]] = []
-    ratios: dict[str, float | None] = {}
+    ratios: dict[str, float | list[float | None] | None] = {}
 
     def row(label: str, key: str, d: float | None, a: float | None, unit: str = "s") -> None:
         q = ratio(d, a)
@@ -574,18 +589,35 @@ def main() -> int:
         )
         rows.append((label, f(d), f(a), "-" if q is None else f"{q:.2f}"))
 
+    def median_of(peer: str, n: int, p: str) -> float | None:
+        values = [b["lag_s"][p] for b in results[peer]["burst"] if b["n"] == n and p in b["lag_s"]]
+        return statistics.median(values) if values else None
+
     bare_rows: list[str] = []
-    for d, a, b in zip(
-        results["dcron"]["burst"], results["apscheduler"]["burst"], results["bare"]["burst"], strict=True
-    ):
+    for n in bursts:
         for p in ("p50", "p99", "max"):
-            row(f"burst {d['n']}: start lag {p}", f"burst{d['n']}_{p}", d["lag_s"].get(p), a["lag_s"].get(p))
-        floor = b["lag_s"].get("p99")
-        q_d, q_a = ratio(d["lag_s"].get("p99"), floor), ratio(a["lag_s"].get("p99"), floor)
-        ratios[f"burst{d['n']}_p99_dcron_over_bare"], ratios[f"burst{d['n']}_p99_aps_over_bare"] = q_d, q_a
+            row(f"burst {n}: start lag {p}, median of {args.rounds}", f"burst{n}_{p}",
+                median_of("dcron", n, p), median_of("apscheduler", n, p))  # fmt: skip
+        per_round = [
+            ratio(d["lag_s"].get("p99"), a["lag_s"].get("p99"))
+            for d, a in zip(
+                [b for b in results["dcron"]["burst"] if b["n"] == n],
+                [b for b in results["apscheduler"]["burst"] if b["n"] == n],
+                strict=True,
+            )
+        ]
+        ratios[f"burst{n}_p99_per_round"] = per_round
+        floor = median_of("bare", n, "p99")
+        q_d, q_a = (
+            ratio(median_of("dcron", n, "p99"), floor),
+            ratio(median_of("apscheduler", n, "p99"), floor),
+        )
+        ratios[f"burst{n}_p99_dcron_over_bare"], ratios[f"burst{n}_p99_aps_over_bare"] = q_d, q_a
+        rounds = ", ".join("-" if q is None else f"{q:.2f}" for q in per_round)
         if floor is not None and q_d is not None and q_a is not None:
             bare_rows.append(
-                f"burst {d['n']}: bare p99 {floor:.3f} s; dcron {q_d:.2f}x it, APScheduler {q_a:.2f}x it"
+                f"burst {n}: p99 dcron/APS by round {rounds}; bare (no scheduler) p99 {floor:.3f} s, "
+                f"dcron {q_d:.2f}x it, APScheduler {q_a:.2f}x it"
             )
     d, a = results["dcron"]["sustained"], results["apscheduler"]["sustained"]
     tag = f"sustained {d['jobs']}x{d['duration_s']}s"

@@ -21,6 +21,10 @@ folder, puts one script in its object store, and measures from this (client) pro
 - **single SCHEDULE**: ``--single`` jobs (2,000) registered one call at a time by one client, the
   peer the batch is compared with.
 
+``--cluster`` runs the same against the test services (``scripts/services.sh start zookeeper
+pouchdb``, whose addresses ``.services/env`` holds): the node's store is pouchdb-server (a fresh
+database prefix), its election ZooKeeper (a fresh chroot), its objects a local folder.
+
 It prints the figures and writes them to ``bench/results/list_bench-TIMESTAMP.json``.
 """
 
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
@@ -105,10 +110,27 @@ def list_all(client: Client, page: int = 1000) -> dict[str, float]:
     }
 
 
+def services_env() -> dict[str, str]:
+    """The test services' addresses (``.services/env``, written by ``scripts/services.sh``)."""
+    path = ROOT / ".services" / "env"
+    if not path.exists():
+        raise SystemExit(f"--cluster: no {path}; run scripts/services.sh start zookeeper pouchdb")
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if sep:
+            env[key.strip()] = value.strip().strip("'\"")
+    missing = [k for k in ("DCRON_TEST_COUCHDB", "DCRON_TEST_ZK") if k not in env]
+    if missing:
+        raise SystemExit(f"--cluster: {', '.join(missing)} not in {path}; start zookeeper and pouchdb")
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--single", type=int, default=2000)
+    parser.add_argument("--cluster", action="store_true", help="pouchdb-server + ZooKeeper from .services/env")
     args = parser.parse_args()
     command = " ".join(["python", "bench/list_bench.py", *sys.argv[1:]])
     results: dict[str, object] = {
@@ -121,10 +143,21 @@ def main() -> int:
         log = Path(tmp) / "node.log"
         port = free_port()
         endpoint = f"tcp://127.0.0.1:{port}"
+        extra: list[str] = []
+        if args.cluster:
+            env = services_env()
+            tag = uuid.uuid4().hex[:8]
+            extra = ["--store", f"{env['DCRON_TEST_COUCHDB']}/listbench{tag}",
+                     "--election", f"zk://{env['DCRON_TEST_ZK']}/dcron-listbench-{tag}",
+                     "--objects", f"file://{data / 'objects'}"]  # fmt: skip
+            results["mode"] = "cluster: pouchdb-server store, ZooKeeper election, file:// objects"
+        else:
+            results["mode"] = "embedded: SQLite store, file-lock election, file:// objects"
+        print(results["mode"])
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "libdcron.daemon", "--data-dir", str(data), "--listen", endpoint,
-                 "--node-id", "listbench", "--log-level", "INFO"],
+                 "--node-id", "listbench", "--log-level", "INFO", *extra],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
             )  # fmt: skip
         try:
