@@ -132,6 +132,9 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
                     log.info("CouchDB %s: created database %s", self._where, name)
                 except ConflictError:
                     pass  # another node created it first
+        # The indexes once every database is there: a database found missing above makes the
+        # store forget the indexes it knows of (see _forget_open), a collection's made before too.
+        for collection in COLLECTIONS:
             for fields in INDEXES[collection]:
                 self._ensure_index(collection, fields)
         self._opened = True

@@ -989,3 +989,29 @@ def test_the_dashboards_queries_by_status_newest_first(store: DocumentStore) -> 
     assert [(e.job, e.fire_time.minute) for e in records.recent_executions(10, status="failed")] == [("b", 4), ("a", 2)]
     assert [e.fire_time.minute for e in records.recent_executions(2)] == [5, 4]
     assert [e.fire_time.minute for e in records.recent_executions(2, skip=2)] == [3, 2]
+
+
+@pytest.mark.couchdb
+@pytest.mark.parametrize("backend", ["couchdb"])
+def test_couchdb_open_of_a_fresh_prefix_makes_every_index_once(store_url: str) -> None:
+    """``open`` on a fresh prefix creates both databases and all their indexes; a later ``find``
+    does not ask for an index again (on pouchdb-server that took longer than the request timeout
+    at 100,000 jobs, and LIST failed)."""
+    store = CouchDBDocumentStore(store_url)
+    store.open()
+    asked: list[str] = []
+    call = store._call
+
+    def spy(what: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(what)
+        return call(what, *args, **kwargs)
+
+    store._call = spy  # type: ignore[method-assign]
+    try:
+        store.create(JOBS, "a", {"name": "a", "enabled": True})
+        store.find(JOBS, {}, sort=[("name", False)], limit=10)
+        store.find(JOBS, {"enabled": True})
+        store.find(EXECUTIONS, {"status": "running"})
+        assert [w for w in asked if w.startswith("create index")] == []
+    finally:
+        store.close()
