@@ -2,7 +2,7 @@
 
 Run from the repository root (needs ``pip install -e '.[bench]'``, i.e. ``apscheduler>=3.11,<4``)::
 
-    python bench/apscheduler_bench.py                          # about 3 minutes on 2 cores
+    python bench/apscheduler_bench.py                          # about 7 minutes on 2 cores
     python bench/apscheduler_bench.py --burst 100,1000 --sustained-jobs 500 --duration 20
 
 Every run of either scheduler is one ``sh`` process whose only command appends its own clock

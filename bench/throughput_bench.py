@@ -499,7 +499,7 @@ def main() -> int:
         path = cb.RESULTS / f"throughput_bench-{started:%Y%m%d-%H%M%S}.json"
         doc = {"command": command, "date": started.isoformat(timespec="seconds"), "machine": info,
                "versions": {"python": info["python"], "apscheduler": info["apscheduler"]}, "nproc": info["nproc"],
-               "loadavg_at_start": load_start, "settings": vars(args), "results": results, "doc": __doc__}  # fmt: skip
+               "loadavg_at_start": load_start, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "results": results, "doc": __doc__}  # fmt: skip
         path.write_text(json.dumps(doc, indent=2) + "\n")
         say(f"results: {path.relative_to(cb.ROOT)}")
     return code
