@@ -127,6 +127,8 @@ class Worker:
         self._prepare = Pool(4, "dcron-prepare")
         self._spawn = Pool(SPAWN_THREADS, "dcron-spawn")
         self._finish = Pool(FINISH_THREADS, "dcron-finish")
+        #: Notified when the last spawn asked for is answered (see :meth:`_yield_to_spawns`).
+        self._spawns_done = threading.Condition()
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -300,10 +302,12 @@ class Worker:
         """Spawn the run's process (a spawning thread), then hand its pipe and exit to the loop."""
         ex = handle.execution
         with self._lock:
-            if handle.cancelled:
-                self._lost_before_start(handle)
-                return
-            handle.started = True
+            cancelled = handle.cancelled
+            handle.started = not cancelled
+        if cancelled:
+            self._lost_before_start(handle)
+            self._spawn_answered()
+            return
         tree, argv, env = handle.tree, handle.argv, handle.env
         assert tree is not None and argv is not None and env is not None and handle.workdir is not None
         try:
@@ -338,6 +342,7 @@ class Worker:
             else:
                 self._unstage(handle)
             self._fail(handle, f"worker error: {exc!r}")
+            self._spawn_answered()
 
     def _spawned(
         self, handle: RunHandle, proc: subprocess.Popen[bytes] | RemoteProcess | None, error: OSError | None
@@ -345,6 +350,7 @@ class Worker:
         """The run's process started (or could not): watch its output and its end."""
         ex, tree = handle.execution, handle.tree
         assert tree is not None
+        self._spawn_answered()
         if proc is None:
             self._unstage(handle)
             self._fail(handle, f"cannot start {handle.job.interpreter}: {error}")
@@ -445,13 +451,24 @@ class Worker:
     def _spawns_waiting(self) -> int:
         return self._spawn.backlog() + sum(s.waiting() for s in self._spawners)
 
+    def _spawn_answered(self) -> None:
+        """A spawn was answered: wake the ends waiting for the spawns once none is left."""
+        with self._spawns_done:
+            if not self._spawns_waiting():
+                self._spawns_done.notify_all()
+
+    def _yield_to_spawns(self) -> None:
+        """Wait while spawns are waiting, for :data:`YIELD_TO_SPAWNS` seconds at most."""
+        deadline = time.monotonic() + YIELD_TO_SPAWNS
+        with self._spawns_done:
+            while self._spawns_waiting() and (left := deadline - time.monotonic()) > 0:
+                self._spawns_done.wait(left)
+
     def _end(self, handle: RunHandle) -> None:
         ex, job = handle.execution, handle.job
         proc, tree = handle.process, handle.tree
         assert proc is not None and tree is not None
-        deadline = time.monotonic() + YIELD_TO_SPAWNS
-        while self._spawns_waiting() and time.monotonic() < deadline:
-            time.sleep(0.002)
+        self._yield_to_spawns()
         try:
             code = proc.wait()
             if not handle.timed_out:

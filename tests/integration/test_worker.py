@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,6 +15,7 @@ from dcron_plugins.interpreters import PathInterpreter, PythonInterpreter
 from dcron_plugins.storage_local import LocalObjectStore
 from dcron_plugins.store_sqlite import SQLiteDocumentStore
 
+import libdcron.worker as worker_module
 from libdcron.abc import EXECUTIONS, Interpreter, ObjectStore
 from libdcron.model import Job, format_instant, parse_instant, utcnow
 from libdcron.recorder import Recorder
@@ -196,3 +198,24 @@ def test_a_staged_run_has_its_log_file_before_its_fire_time(
     assert doc["status"] == "succeeded"
     assert objects.read_range(doc["log"], 0, 100) == b"staged\n"
     assert list(worker.spool_dir.iterdir()) == [], "moved into object storage"
+
+
+def test_an_end_waiting_for_spawns_wakes_when_the_last_is_answered(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, _, _ = parts
+    monkeypatch.setattr(worker_module, "YIELD_TO_SPAWNS", 60.0)  # a lost wake-up would wait a minute
+    waiting = [1]
+    monkeypatch.setattr(worker, "_spawns_waiting", lambda: waiting[0])
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (worker._yield_to_spawns(), done.set()))
+    thread.start()
+    worker._spawn_answered()  # one is still waiting: no wake-up for good
+    assert not done.wait(0.3)
+    waiting[0] = 0
+    worker._spawn_answered()
+    assert done.wait(10.0), "woken when no spawn is left"
+    thread.join()
+    started = time.monotonic()
+    worker._yield_to_spawns()  # nothing waiting: no wait at all
+    assert time.monotonic() - started < 5.0
