@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -236,8 +237,39 @@ def _http_default(values: dict[str, Any]) -> str | None:
     return f"tcp://127.0.0.1:{int(port) + HTTP_PORT_OFFSET}"
 
 
+#: Open files a run in progress holds at most (its log, its output pipe, its exit's pidfd, and a
+#: spare), and what the node needs besides runs.
+FILES_PER_RUN = 4
+FILES_BASE = 1024
+
+
+def raise_open_files(capacity: int) -> tuple[int, int]:
+    """Raise this process's soft limit of open files toward what ``capacity`` runs in progress
+    need (the hard limit at most; never lowered); returns the soft limit before and after.  A
+    soft limit of 1,024, the usual default, fails runs with EMFILE past a few hundred at once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = FILES_BASE + FILES_PER_RUN * max(capacity, 0)
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft != resource.RLIM_INFINITY and target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, exc)
+            return soft, soft
+        if target < need:
+            log.warning(
+                "--capacity %d needs about %d open files but the hard limit is %d: runs beyond it "
+                "fail to start (raise it: ulimit -Hn, or LimitNOFILE= in a systemd unit)",
+                capacity, need, hard,
+            )  # fmt: skip
+        return soft, target
+    return soft, soft
+
+
 def _serve(settings: NodeSettings, pidfile: Path | None) -> int:
     from .node import Node
+
+    raise_open_files(settings.capacity)
 
     stop = threading.Event()
 
