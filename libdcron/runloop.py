@@ -57,6 +57,7 @@ class RunLoop:
         self._calls: deque[Callback] = deque()
         self._lock = threading.Lock()
         self._running = True
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -81,16 +82,23 @@ class RunLoop:
         return threading.current_thread() is self._thread
 
     def close(self) -> None:
-        """Stop the loop's thread (watched descriptors are left to their owners)."""
-        self._running = False
+        """Stop the loop's thread (watched descriptors are left to their owners).  Closing again
+        does nothing: the loop's own descriptors are closed once (their numbers may belong to
+        another file by then)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._running = False
         self._wake()
         if not self.in_loop():
             self._thread.join(timeout=5)
-        with contextlib.suppress(OSError):
-            self._selector.close()
-        for fd in (self._wake_r, self._wake_w):
+        with self._lock:
+            self._closed = True  # no wake-up writes to the pipe from now on
             with contextlib.suppress(OSError):
-                os.close(fd)
+                self._selector.close()
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     # -- the loop's thread -------------------------------------------------------------------------
 
@@ -103,8 +111,11 @@ class RunLoop:
             self._selector.unregister(fd)
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):  # full pipe: a wake-up is pending anyway
-            os.write(self._wake_w, b"\0")
+        with self._lock:
+            if self._closed:
+                return
+            with contextlib.suppress(BlockingIOError, OSError):  # full pipe: a wake-up is pending anyway
+                os.write(self._wake_w, b"\0")
 
     def _timeout(self) -> float | None:
         if self._calls:

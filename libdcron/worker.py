@@ -544,9 +544,12 @@ class Worker:
     # -- shutdown ------------------------------------------------------------------------------
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting; kill runs still going after ``grace`` seconds and record them lost."""
+        """Stop accepting; kill runs still going after ``grace`` seconds and record them lost.
+        A second call does nothing."""
         waiting: list[RunHandle] = []
         with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
             for h in self._runs.values():
                 if not h.started:
