@@ -8,8 +8,8 @@ Life of one attempt on a worker:
    worker already runs that very attempt, and that run is declined as a duplicate.
 2. A preparing thread fetches the script into a local cache (:mod:`libdcron.scripts`) and stages
    the spawn: the run's working folder, its containment (:mod:`libdcron.proctree`: a cgroup where
-   the host allows it, a new session, an environment marker), its command and environment.  The
-   run then waits for its fire instant on a timer (the leader sends runs a little ahead so the
+   the host allows it, a new session, an environment marker), its log file, its command and
+   environment.  The run then waits for its fire instant on a timer (the leader sends runs a little ahead so the
    process starts on time).
 3. A spawning thread has a spawner helper (:mod:`libdcron.spawner`) start the interpreter, stdout
    and stderr interleaved into one pipe.
