@@ -13,7 +13,8 @@ Never deleted: an execution that is not terminal (``running``), any attempt of a
 time, and a log that a kept execution points at.  An execution that ended without a log (other
 than an ``error``, which never has one) is left for :data:`LOG_GRACE`: its worker may still be
 uploading the log from its outbox.  Only an execution's own log is deleted (the key
-the worker gives it, ``logs/JOB/FIRE_TIME_ATTEMPT.log``, or the earlier ``logs/JOB/FIRE_TIME/ATTEMPT.log``); a log elsewhere is left where it is.
+the worker gives it, ``logs/JOB/FIRE_TIME_ATTEMPT.log``, or the earlier
+``logs/JOB/FIRE_TIME/ATTEMPT.log``); a log elsewhere is left where it is.
 
 Order of deletion: the log first, then the document.  A crash (or an outage) between the two
 leaves a document whose log is gone; the document still matches the policy, so the next sweep
@@ -112,9 +113,9 @@ class _StoreUnavailable(UnavailableError):
 def own_log(ex: Execution) -> bool:
     """Whether ``ex.log`` is the key the worker gives this attempt's log (and no other's), or
     gave it before :func:`~libdcron.model.log_key` (``logs/JOB/FIRE_TIME/ATTEMPT.log``)."""
-    log = str(ex.log or "")
-    return bool(log) and any(
-        log.endswith("/" + key(ex.job, ex.fire_time, ex.attempt)) for key in (log_key, legacy_log_key)
+    url = str(ex.log or "")
+    return bool(url) and any(
+        url.endswith("/" + key(ex.job, ex.fire_time, ex.attempt)) for key in (log_key, legacy_log_key)
     )
 
 
