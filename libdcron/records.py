@@ -69,9 +69,6 @@ class Records:
         (the name is taken)."""
         return self.store.create_many(JOBS, [(job.name, job.to_doc()) for job in jobs])
 
-    def enabled_jobs(self) -> list[Job]:
-        return [Job.from_doc(doc) for doc in self.store.find(JOBS, {"enabled": True})]
-
     def jobs(self) -> list[Job]:
         return [Job.from_doc(doc) for doc in self.store.find(JOBS, {}, sort=[("name", False)])]
 

@@ -113,11 +113,13 @@ class _CouchDBClient:
         body: Any = None,
         retry: bool = False,
         raw: bool = False,
+        timeout: float | None = None,
     ) -> Any:
         """One request; its JSON answer.  With ``retry`` (reads only) a request that failed to
         connect (not one that timed out) is tried once more at once.  With ``raw`` the answer is
         not checked by pycouchdb, which raises on the first per-document error of a bulk answer
-        (``_bulk_docs`` reports a conflict per document, with HTTP 201)."""
+        (``_bulk_docs`` reports a conflict per document, with HTTP 201); ``timeout`` (raw only)
+        replaces the store's."""
         data = None if body is None else dump_json(body).encode()
         with self._errors(what):
             for attempt in (1, 2):
@@ -125,7 +127,7 @@ class _CouchDBClient:
                     if raw:
                         url = resource.base_url.rstrip("/") + "/" + (path or "")
                         response = resource.session.request(
-                            method, url, params=dict(params or {}), data=data, timeout=resource.timeout
+                            method, url, params=dict(params or {}), data=data, timeout=timeout or resource.timeout
                         )
                         result = response.json() if response.content else None
                     else:
@@ -166,6 +168,7 @@ class _CouchDBClient:
         with self._lock:
             self._opened = False
             self._indexes.clear()
+
     def _ensure_index(self, collection: str, fields: tuple[str, ...]) -> str:
         key = (collection, fields)
         name = _index_name(fields)

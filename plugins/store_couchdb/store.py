@@ -8,13 +8,15 @@ creates them and their index design documents) unless an admin created them befo
 
 Only the API Apache CouchDB 3 has is used: documents (``PUT``/``GET`` with ``_rev``), Mango
 ``_find`` with ``sort``/``limit``/``skip``/``use_index`` (no bookmarks: pouchdb-server lacks them;
-``find``'s ``after`` is a ``$gt`` with a ``$type`` on the index's sort field), ``POST /db/_index``,
+``find``'s ``after`` is a ``$gte`` on the index's sort field, the bound and the values of other
+types left out here), ``POST /db/_index``,
 ``POST /db/_bulk_docs`` (``create_many``, :data:`PAGE` documents per request), the normal
 (non-continuous) ``_changes`` feed and ``GET /db``.
 
 Indexes: :meth:`CouchDBDocumentStore.open` creates JSON (Mango) indexes for the usual selections;
 :meth:`~CouchDBDocumentStore.find` creates, once per process, the index any other combination of
-selector and sort fields needs.  An index on fields ``(equality fields..., sort fields...)`` holds
+selector and sort fields needs; after writes, :mod:`.warming` brings them up to date in the
+background (``options["couchdb_index_warming"]``: seconds between two passes, 0 for none).  An index on fields ``(equality fields..., sort fields...)`` holds
 only documents having all of them, so ``find`` with a ``sort`` returns only documents that have the
 sort fields (dcron's documents always do).
 
@@ -51,18 +53,21 @@ from libdcron.document_base import (
     stale_revision,
 )
 from libdcron.errors import ConflictError, DcronError, NotFoundError, UnavailableError, ValidationError
-from libdcron.options import FALSE_WORDS, TRUE_WORDS, flag_option
+from libdcron.options import FALSE_WORDS, TRUE_WORDS, flag_option, number_option
 
-from .client import _CouchDBClient
+from .client import _CouchDBClient, _index_name
 from .url import _redact, parse_url
+from .warming import DEFAULT_INTERVAL, IndexWarmer
 
 log = logging.getLogger(__package__)
 
 PAGE = 1000  # documents per _find request when no limit is given
+#: How long a request bringing an index up to date may take (a first build of a big database).
+WARM_TIMEOUT = 600.0
 
 #: Mango indexes created by ``open``, by collection (fields in order).  ``find`` adds others.
 INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    JOBS: (("name",), ("enabled",), ("enabled", "name")),
+    JOBS: (("name",), ("enabled", "name")),
     EXECUTIONS: (
         ("job", "fire_time", "attempt"),
         ("status",),
@@ -78,7 +83,12 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
     ``<prefix>_executions``.  Thread-safe: one HTTP session with a connection pool."""
 
     def __init__(
-        self, url: str, timeout: float | None = None, verify: bool | str = True, pool_size: int = 32
+        self,
+        url: str,
+        timeout: float | None = None,
+        verify: bool | str = True,
+        pool_size: int = 32,
+        warm_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         server_url, self.prefix, url_timeout = parse_url(url)
         self.url = url
@@ -97,6 +107,8 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
         self._lock = threading.Lock()
         self._opened = False
         self._closed = False
+        #: Brings a written collection's indexes up to date in the background (0: never).
+        self.warmer = IndexWarmer(self._warm, warm_interval, f" {self.prefix}")
 
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> CouchDBDocumentStore:
@@ -110,7 +122,8 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
                 )
         else:
             verify = flag_option(options, "couchdb_verify", True)
-        return cls(url, timeout=timeout, verify=verify)
+        warm = number_option(options, "couchdb_index_warming", DEFAULT_INTERVAL)
+        return cls(url, timeout=timeout, verify=verify, warm_interval=warm)
 
     def __repr__(self) -> str:
         return f"<CouchDBDocumentStore {self._where}>"
@@ -141,7 +154,30 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
 
     def close(self) -> None:
         self._closed = True
+        self.warmer.close()
         self._server.resource.session.close()
+
+    def _warm(self, collection: str) -> None:
+        """Bring every index of ``collection`` the store knows of up to date: a query of one
+        document on each (CouchDB indexes the documents written since, then answers)."""
+        with self._lock:
+            known = sorted(fields for c, fields in self._indexes if c == collection)
+        for fields in known:
+            name = _index_name(fields)
+            self._call(
+                f"bring index {name} of {self.db_name(collection)} up to date",
+                self._dbs[collection],
+                "POST",
+                "_find",
+                body={
+                    "selector": {fields[0]: {"$gt": None}},
+                    "use_index": [f"_design/{name}", name],
+                    "fields": ["_id"],
+                    "limit": 1,
+                },
+                raw=True,
+                timeout=WARM_TIMEOUT,
+            )
 
     def create(self, collection: str, doc_id: str, body: Mapping[str, Any]) -> str:
         db = self._dbs[check_collection(collection)]
@@ -153,6 +189,7 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             )
         except ConflictError:
             raise ConflictError(f"{collection} document {doc_id!r} already exists") from None
+        self.warmer.written(collection)
         return _rev_of(result)
 
     def create_many(
@@ -174,7 +211,10 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             else:
                 seen.add(doc_id)
                 unique.append((doc_id, body))
-        sent = self._bulk_create(db, collection, unique)
+        try:
+            sent = self._bulk_create(db, collection, unique)
+        finally:
+            self.warmer.written(collection)  # (a failed request may have written some)
         written = iter(sent)
         return [duplicate[i] if i in duplicate else next(written) for i in range(len(checked))]
 
@@ -272,6 +312,7 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             # CouchDB answers 409 both for a stale revision and for a document that is not there.
             self.get(collection, doc_id)  # raises NotFoundError when absent
             raise stale_revision(collection, doc_id, rev) from None
+        self.warmer.written(collection)
         return _rev_of(result)
 
     def update_many(
@@ -295,6 +336,7 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
                         continue
                     answer = stale_revision(collection, doc_id, body["_rev"])
                 results.append(answer)
+            self.warmer.written(collection)
         return results
 
     def find(
@@ -328,8 +370,12 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             query_selector.setdefault("_id", {"$regex": "^[^_]"})
         if after is not None:
             range_field, bound = after
-            kind = "string" if isinstance(bound, str) else "number"
-            query_selector.setdefault(range_field, {}).update({"$gt": bound, "$type": kind})
+            # ``$gte``: the bound's own value and values of the types collating after its own
+            # (strings after numbers, arrays and objects after strings) are left out below.  Not
+            # ``$type`` (pouchdb-server then reads the whole index for every page: 50 s a page at
+            # 100,000 jobs), nor ``$gt`` (pouchdb-server then counts the bound's documents in the
+            # page's limit before leaving them out, so its pages come short).
+            query_selector.setdefault(range_field, {})["$gte"] = bound
         if sort_fields:
             for field in sort_fields:
                 query_selector.setdefault(field, {"$exists": True})
@@ -346,8 +392,14 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
                 what, db, "POST", "_find", body={**query, "limit": page, "skip": offset}, retry=True
             )
             batch = result.get("docs", []) if isinstance(result, dict) else []
-            docs.extend(batch)
             offset += len(batch)
+            if after is not None:
+                kept = [doc for doc in batch if _beyond(doc.get(after[0]), after[1])]
+                docs.extend(kept)
+                if direction == "asc" and batch and not _same_type(batch[-1].get(after[0]), after[1]):
+                    break  # past the bound's type: the rest is of the types after it
+            else:
+                docs.extend(batch)
             if len(batch) < page:
                 break
         return docs
@@ -363,6 +415,7 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             if not isinstance(rev, str) or not rev:
                 raise ConflictError(what)  # pouchdb-server would delete whatever the revision
             self._call(what, db, "DELETE", quote(doc_id, safe=""), params={"rev": rev})
+            self.warmer.written(collection)
         except (ConflictError, ValidationError, NotFoundError):
             # CouchDB answers 409 for a stale revision (and for a deleted document), 400 for a
             # malformed one; pouchdb-server 404 for both: whether the document is there decides.
@@ -404,6 +457,19 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
                     changes.append(Change(collection, doc_id))
             positions[collection] = result.get("last_seq", positions[collection])
         return changes, json.dumps(positions, separators=(",", ":"))
+
+
+def _same_type(value: Any, bound: str | int | float) -> bool:
+    """Whether ``value`` is of ``bound``'s kind in CouchDB's collation (a string, or a number)."""
+    if isinstance(bound, str):
+        return isinstance(value, str)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _beyond(value: Any, bound: str | int | float) -> bool:
+    """Whether a document a ``$gte`` range found is ``after`` the bound: of its type and not equal
+    (CouchDB's collation of strings is not Python's, but whatever it put after is after)."""
+    return _same_type(value, bound) and value != bound
 
 
 def _rev_of(result: Any) -> str:
