@@ -67,7 +67,7 @@ WARM_TIMEOUT = 600.0
 
 #: Mango indexes created by ``open``, by collection (fields in order).  ``find`` adds others.
 INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    JOBS: (("name",), ("enabled", "name")),
+    JOBS: (("enabled", "_id"),),  # (by name: the primary index, a job's id being its name)
     EXECUTIONS: (
         ("job", "fire_time", "attempt"),
         ("status",),
@@ -365,9 +365,12 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             self._ensure_open()
             name = self._ensure_index(collection, index_fields)
             query["use_index"] = [f"_design/{name}", name]
-        else:
+        elif not index_fields or direction == "desc":
             # No index: CouchDB scans _all_docs, which holds the design documents too.
             query_selector.setdefault("_id", {"$regex": "^[^_]"})
+        # (Sorted on _id alone, ascending: a range of the primary index; the design documents in
+        # it are left out below, not by a $regex, which pouchdb-server cannot use with a limit.)
+        by_id = index_fields == ("_id",) and direction == "asc"
         if after is not None:
             range_field, bound = after
             # ``$gte``: the bound's own value and values of the types collating after its own
@@ -376,6 +379,8 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             # 100,000 jobs), nor ``$gt`` (pouchdb-server then counts the bound's documents in the
             # page's limit before leaving them out, so its pages come short).
             query_selector.setdefault(range_field, {})["$gte"] = bound
+        elif by_id:
+            query_selector["_id"] = {"$gt": None}  # every id: a range still (not $exists)
         if sort_fields:
             for field in sort_fields:
                 query_selector.setdefault(field, {"$exists": True})
@@ -383,26 +388,60 @@ class CouchDBDocumentStore(_CouchDBClient, DocumentStore):
             query["sort"] = [{f: direction} for f in index_fields]
         query["selector"] = query_selector
         self._ensure_open()
+        if by_id:
+            return self._find_by_id(collection, query, limit, skip)
         docs: list[dict[str, Any]] = []
-        offset = skip
+        # Documents left out here cannot count in the server's skip: they are skipped here too.
+        to_skip = skip if after is not None else 0
+        offset = skip - to_skip
         while limit is None or len(docs) < limit:
-            page = PAGE if limit is None else min(PAGE, limit - len(docs))
+            page = PAGE if limit is None else min(PAGE, limit - len(docs) + to_skip)
             what = f"find in {self.db_name(collection)}"
             result = self._call(
                 what, db, "POST", "_find", body={**query, "limit": page, "skip": offset}, retry=True
             )
             batch = result.get("docs", []) if isinstance(result, dict) else []
             offset += len(batch)
+            kept = batch
             if after is not None:
-                kept = [doc for doc in batch if _beyond(doc.get(after[0]), after[1])]
-                docs.extend(kept)
-                if direction == "asc" and batch and not _same_type(batch[-1].get(after[0]), after[1]):
-                    break  # past the bound's type: the rest is of the types after it
-            else:
-                docs.extend(batch)
+                kept = [doc for doc in kept if _beyond(doc.get(after[0]), after[1])]
+            if to_skip:
+                kept, to_skip = kept[to_skip:], max(0, to_skip - len(kept))
+            docs.extend(kept)
             if len(batch) < page:
                 break
-        return docs
+            if after is not None and direction == "asc" and not _same_type(batch[-1].get(after[0]), after[1]):
+                break  # past the bound's type: the rest is of the types after it
+        return docs[:limit]
+
+    def _find_by_id(self, collection: str, query: dict[str, Any], limit: int | None, skip: int) -> list[dict[str, Any]]:
+        """``find`` sorted on ``_id`` alone, ascending: a range of the primary index, which no
+        write leaves behind.  Each request starts at the last id the one before read (pouchdb-server
+        counts design documents in ``skip``, not in its answers); skip and design documents
+        (CouchDB may answer them) are left out here."""
+        db = self._dbs[collection]
+        selector = query["selector"]
+        bound: str | None = selector["_id"].get("$gte")
+        docs: list[dict[str, Any]] = []
+        to_skip = skip
+        while limit is None or len(docs) < limit:
+            page = PAGE if limit is None else min(PAGE, limit - len(docs) + to_skip + 1)
+            range_ = {"$gt": None} if bound is None else {"$gte": bound}
+            body = {**query, "selector": {**selector, "_id": range_}, "limit": page}
+            result = self._call(f"find in {self.db_name(collection)}", db, "POST", "_find", body=body, retry=True)
+            batch = result.get("docs", []) if isinstance(result, dict) else []
+            kept = [
+                doc
+                for doc in batch
+                if isinstance(doc.get("_id"), str) and doc["_id"] != bound and not doc["_id"].startswith("_design/")
+            ]
+            if to_skip:
+                kept, to_skip = kept[to_skip:], max(0, to_skip - len(kept))
+            docs.extend(kept)
+            if len(batch) < page:
+                break
+            bound = str(batch[-1].get("_id"))
+        return docs[:limit]
 
     def delete(self, collection: str, doc_id: str, rev: str) -> None:
         """``DELETE /db/ID?rev=REV``: CouchDB keeps a tombstone, which its change feed reports."""

@@ -413,6 +413,30 @@ def test_find_after_walks_every_document_once(store: DocumentStore) -> None:
     assert store.find(JOBS, {}, sort=[("name", False)], after=("name", "zzz")) == []
 
 
+def test_find_by_id_pages_skip_none_and_hold_only_documents(store: DocumentStore) -> None:
+    """Jobs are read in the order of their ids (a job's id is its name): CouchDB's primary index,
+    whose design documents (they sort between ``Z`` and ``a``) are no documents of the store."""
+    ids = ["0", "A1", "B2", "Z9", "a1", "b2", "z9"]
+    store.create_many(JOBS, [(i, {"name": i, "enabled": i != "B2"}) for i in ids])
+    store.find(JOBS, {"enabled": True}, sort=[("_id", False)])  # (CouchDB: makes an index)
+    assert [d["_id"] for d in store.find(JOBS, {}, sort=[("_id", False)])] == ids
+    walked: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = store.find(JOBS, {}, sort=[("_id", False)], limit=2, after=None if cursor is None else ("_id", cursor))
+        walked += [d["_id"] for d in page]
+        if len(page) < 2:
+            break
+        cursor = page[-1]["_id"]
+    assert walked == ids
+    assert [d["_id"] for d in store.find(JOBS, {}, sort=[("_id", False)], limit=2, skip=2, after=("_id", "0"))] == [
+        "Z9",
+        "a1",
+    ]
+    enabled = store.find(JOBS, {"enabled": True}, sort=[("_id", False)], limit=3, after=("_id", "A1"))
+    assert [d["_id"] for d in enabled] == ["Z9", "a1", "b2"]
+
+
 def test_find_after_keeps_the_same_type(store: DocumentStore) -> None:
     values = (("n1", 1), ("n2", 2), ("n3", 3.5), ("s", "2"), ("t", True), ("z", None), ("a", [3]), ("o", {"a": 3}))
     for doc_id, value in values:
@@ -857,7 +881,7 @@ def test_open_twice_and_reopen(backend: str, new_store: StoreFactory, store_url:
     second = new_store()
     second.open()
     assert second.get(JOBS, "kept")["_rev"] == rev
-    assert [d["_id"] for d in second.find(JOBS, {"enabled": True}, sort=[("name", False)])] == ["kept"]
+    assert [d["_id"] for d in second.find(JOBS, {"enabled": True}, sort=[("_id", False)])] == ["kept"]
     assert _schema(backend, store_url) == before  # nothing created twice
 
 
@@ -1010,8 +1034,8 @@ def test_couchdb_open_of_a_fresh_prefix_makes_every_index_once(store_url: str) -
     store._call = spy  # type: ignore[method-assign]
     try:
         store.create(JOBS, "a", {"name": "a", "enabled": True})
-        store.find(JOBS, {}, sort=[("name", False)], limit=10)
-        store.find(JOBS, {"enabled": True}, sort=[("name", False)], after=("name", "a"))  # a leader's load
+        store.find(JOBS, {}, sort=[("_id", False)], limit=10, after=("_id", "a"))  # a leader's load
+        store.find(JOBS, {"enabled": True}, sort=[("_id", False)], after=("_id", "a"))  # LIST --state
         store.find(EXECUTIONS, {"status": "running"})
         assert [w for w in asked if w.startswith("create index")] == []
     finally:
@@ -1042,10 +1066,7 @@ def test_couchdb_writes_bring_their_collections_indexes_up_to_date(store_url: st
             time.sleep(0.02)
         assert store.warmer.passes.get(JOBS) == 1 and store.warmer.failures == {}
         warmed = sorted(w for w in asked if w.startswith("bring index"))
-        assert warmed == [
-            f"bring index dcron-enabled-name of {store.db_name(JOBS)} up to date",
-            f"bring index dcron-name of {store.db_name(JOBS)} up to date",
-        ]
+        assert warmed == [f"bring index dcron-enabled-id of {store.db_name(JOBS)} up to date"]
         assert EXECUTIONS not in store.warmer.passes  # not written to
     finally:
         store.close()
