@@ -72,15 +72,23 @@ def wait_log(log: Path, pattern: str, timeout: float) -> None:
     raise TimeoutError(f"{pattern!r} not in {log} after {timeout}s")
 
 
-def wait_idle(pid: int, timeout: float = 90.0) -> float:
-    """Seconds until the node uses less than 5% of a core over half a second."""
+def wait_idle(*pids: int, timeout: float = 300.0) -> float:
+    """Seconds until the node (and pouchdb-server, in cluster mode) use less than 5% of a core
+    each over half a second."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        before = cpu_seconds(pid)
+        before = [cpu_seconds(pid) for pid in pids]
         time.sleep(0.5)
-        if cpu_seconds(pid) - before < 0.025:
+        if all(cpu_seconds(pid) - b < 0.025 for pid, b in zip(pids, before, strict=True)):
             break
     return time.monotonic() - start
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -88,14 +96,14 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def list_all(client: Client, page: int = 1000) -> dict[str, float]:
+def list_all(client: Client, page: int = 1000, state: str | None = None) -> dict[str, float]:
     latencies: list[float] = []
     count = 0
     cursor: str | None = None
     started = time.perf_counter()
     while True:
         t = time.perf_counter()
-        reply = client.list_page(page, cursor)
+        reply = client.list_page(page, cursor, state)
         latencies.append(time.perf_counter() - t)
         count += len(reply["jobs"])
         cursor = reply["next"]
@@ -155,12 +163,20 @@ def main() -> int:
         else:
             results["mode"] = "embedded: SQLite store, file-lock election, file:// objects"
         print(results["mode"])
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "libdcron.daemon", "--data-dir", str(data), "--listen", endpoint,
-                 "--node-id", "listbench", "--log-level", "INFO", *extra],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
-            )  # fmt: skip
+        store_pids: tuple[int, ...] = ()
+        if args.cluster:
+            pid_file = ROOT / ".services" / "pouchdb" / "pid"
+            store_pids = (int(pid_file.read_text().split()[0]),) if pid_file.exists() else ()
+
+        def start() -> subprocess.Popen[bytes]:
+            with open(log, "ab") as out:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "libdcron.daemon", "--data-dir", str(data), "--listen", endpoint,
+                     "--node-id", "listbench", "--log-level", "INFO", *extra],
+                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+                )  # fmt: skip
+
+        proc = start()
         try:
             wait_log(log, r"leader loaded", 30)
             script = data / "objects" / "jobs" / "bench.sh"
@@ -191,13 +207,23 @@ def main() -> int:
                         f"p50 {busy['p50_s']:.3f} s, p99 {busy['p99_s']:.3f} s, max {busy['max_s']:.3f} s, "
                         f"total {busy['total_s']:.2f} s"
                     )
-                settle = wait_idle(proc.pid)
+                settle = wait_idle(proc.pid, *store_pids)
                 results["idle_after_s"] = settle
                 results["list_idle"] = idle = list_all(client)
                 print(
                     f"LIST, node idle (after {settle:.1f} s more): p50 {idle['p50_s']:.3f} s, "
                     f"p99 {idle['p99_s']:.3f} s, max {idle['max_s']:.3f} s, total {idle['total_s']:.2f} s"
                 )
+                try:
+                    results["list_enabled"] = enabled = list_all(client, state="enabled")
+                except DcronError as exc:
+                    results["list_enabled"] = {"error": str(exc)}
+                    print(f"LIST --state enabled: failed: {exc}")
+                else:
+                    print(
+                        f"LIST --state enabled: {enabled['jobs']:.0f} jobs, p50 {enabled['p50_s']:.3f} s, "
+                        f"p99 {enabled['p99_s']:.3f} s, max {enabled['max_s']:.3f} s"
+                    )
 
                 distinct = [
                     {"name": f"zdistinct-{i:05d}", "schedule": f"{i % 60} {i // 60 % 60} {i // 3600 % 24} * * *",
@@ -229,6 +255,21 @@ def main() -> int:
                 print(f"SCHEDULE one at a time: {args.single} jobs, {args.single / took:,.0f} jobs/s")
                 speedup = results["batch"]["jobs_per_s"] / (args.single / took)  # type: ignore[index]
                 print(f"batch / single: {speedup:.1f}x")
+            # A new leader's load of every job: the node restarted.
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
+            wait_idle(*store_pids, timeout=60)
+            log.write_text("")
+            t = time.perf_counter()
+            proc = start()
+            wait_log(log, r"leader loaded", 300)
+            took = time.perf_counter() - t
+            loaded = re.search(r"leader loaded (\d+) enabled jobs", log.read_text(errors="replace"))
+            results["restart_load"] = {
+                "seconds": took, "rss_mib": rss_mib(proc.pid), "jobs": int(loaded[1]) if loaded else None
+            }  # fmt: skip
+            print(f"restart: leader loaded {loaded[1] if loaded else '?'} jobs {took:.2f} s after the start, "
+                  f"RSS {rss_mib(proc.pid):.0f} MiB")  # fmt: skip
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
