@@ -115,22 +115,23 @@ class Api(LogsApi, RegistrationApi):
         """LIST: one page of jobs by name, ``{"jobs": [...], "next": CURSOR or null}``.
 
         ``limit`` (default 100, at most 1000), ``after`` (the ``next`` of the previous page: the
-        last name it held), ``state`` (``enabled``, ``disabled`` or ``all``, the default).
+        last name it held), ``state`` (``enabled``, ``disabled`` or ``all``, the default).  A page
+        by state compares the state of at most :data:`~libdcron.records.LIST_SCAN` jobs: it may
+        hold fewer than ``limit`` jobs, even none, and still have a ``next``.
         """
         limit = _int(body, "limit", LIST_PAGE, 1, MAX_LIST_PAGE)
         after = _str(body, "after", required=False, limit=MAX_LOCATION) or None
         state = _str(body, "state", required=False, limit=16) or "all"
         if state not in STATES:
             raise ValidationError(f"state must be one of {', '.join(STATES)}, got {state!r}")
-        found = self.records.jobs_page(limit + 1, after=after, enabled=STATES[state])
-        page = found[:limit]
+        page, cursor = self.records.list_jobs(limit, after=after, enabled=STATES[state])
         now = utcnow()
         jobs = []
         for job in page:
             entry = job.to_doc()
             entry["next"] = self._next_fire.get(job, now) if job.enabled else None
             jobs.append(entry)
-        return {"jobs": jobs, "next": page[-1].name if len(found) > limit else None}
+        return {"jobs": jobs, "next": cursor}
 
     def show(self, body: dict[str, Any]) -> dict[str, Any]:
         job = self._get_job(_str(body, "name") or "")

@@ -29,6 +29,8 @@ CHANGE_TRIES = 8
 
 #: Jobs per page of :meth:`Records.all_enabled_jobs`.
 LOAD_PAGE = 1000
+#: Jobs at most read for one page of a listing by state (:meth:`Records.list_jobs`).
+LIST_SCAN = 5000
 #: Job fields whose values repeat across jobs; :meth:`Records.all_enabled_jobs` shares them.
 SHARED_FIELDS = ("schedule", "tz", "interpreter", "script", "script_sha256", "created", "updated")
 
@@ -76,18 +78,41 @@ class Records:
     def jobs(self) -> list[Job]:
         return [Job.from_doc(doc) for doc in self.store.find(JOBS, {}, sort=[("_id", False)])]
 
-    def jobs_page(self, limit: int, after: str | None = None, enabled: bool | None = None) -> list[Job]:
-        """Up to ``limit`` jobs by name, those named after ``after`` (a cursor), all or only the
-        ``enabled`` (True) or disabled (False) ones; a range on an index, never a skip."""
-        selector = {} if enabled is None else {"enabled": enabled}
+    def jobs_page(self, limit: int, after: str | None = None) -> list[Job]:
+        """Up to ``limit`` jobs by name, those named after ``after`` (a cursor): a range, never a skip."""
         docs = self.store.find(
-            JOBS,
-            selector,
-            sort=[("_id", False)],
-            limit=limit,
-            after=None if after is None else ("_id", after),
+            JOBS, {}, sort=[("_id", False)], limit=limit, after=None if after is None else ("_id", after)
         )
         return [Job.from_doc(doc) for doc in docs]
+
+    def list_jobs(
+        self, limit: int, after: str | None = None, enabled: bool | None = None, scan: int = LIST_SCAN
+    ) -> tuple[list[Job], str | None]:
+        """One page of a listing by name: up to ``limit`` jobs named after ``after``, all or only
+        the ``enabled`` (True) or disabled (False) ones, and the cursor of the next page (``None``
+        at the end).  A state is compared here, on at most ``scan`` jobs read for one page, so a
+        page may hold fewer than ``limit`` jobs (even none) and still have a next one: no store
+        needs an index on the state (a CouchDB index takes minutes to build after 100,000 new jobs)
+        and no page reads all jobs to find a rare state."""
+        matched: list[Job] = []
+        read = 0
+        cursor = after
+        while True:
+            chunk = limit + 1 if enabled is None else min(limit + 1, max(1, scan - read))
+            docs = self.store.find(
+                JOBS, {}, sort=[("_id", False)], limit=chunk, after=None if cursor is None else ("_id", cursor)
+            )
+            read += len(docs)
+            for doc in docs:
+                if enabled is None or doc.get("enabled") is enabled:
+                    if len(matched) == limit:
+                        return matched, matched[-1].name  # one more exists
+                    matched.append(Job.from_doc(doc))
+                cursor = str(doc["_id"])
+            if len(docs) < chunk:
+                return matched, None
+            if enabled is not None and read >= scan:
+                return matched, cursor
 
     def all_enabled_jobs(self, page: int = LOAD_PAGE) -> list[Job]:
         """Every enabled job, by name, read ``page`` jobs at a time (a cursor on the ids; the

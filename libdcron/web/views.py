@@ -75,6 +75,7 @@ class Views:
                         return found, None if last else cursor, scanned
             if page["next"] is None:
                 return found, None, scanned
+            cursor = page["next"]  # (a page by state may stop short of its limit, even at none)
         return found, cursor, scanned
 
     def job(self, name: str, status: str | None, page: int) -> dict[str, Any]:

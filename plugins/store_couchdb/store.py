@@ -67,7 +67,7 @@ WARM_TIMEOUT = 600.0
 
 #: Mango indexes created by ``open``, by collection (fields in order).  ``find`` adds others.
 INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    JOBS: (("enabled", "_id"),),  # (by name: the primary index, a job's id being its name)
+    JOBS: (),  # by name: the primary index (a job's id is its name); states compared by dcron
     EXECUTIONS: (
         ("job", "fire_time", "attempt"),
         ("status",),

@@ -26,7 +26,7 @@ SCHEMA_VERSION = 1
 #: the selections the leader, the worker and the CLI make (jobs by name or enabled; executions of
 #: a job newest first, by status, all of them newest first).
 INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    JOBS: (("enabled", "_id"),),  # (by name: the primary key, a job's id being its name)
+    JOBS: (),  # by name: the primary key (a job's id is its name); states compared by dcron
     EXECUTIONS: (
         ("job", "fire_time", "attempt"),
         ("status", "fire_time", "attempt"),

@@ -881,7 +881,7 @@ def test_open_twice_and_reopen(backend: str, new_store: StoreFactory, store_url:
     second = new_store()
     second.open()
     assert second.get(JOBS, "kept")["_rev"] == rev
-    assert [d["_id"] for d in second.find(JOBS, {"enabled": True}, sort=[("_id", False)])] == ["kept"]
+    assert [d["_id"] for d in second.find(JOBS, {}, sort=[("_id", False)])] == ["kept"]
     assert _schema(backend, store_url) == before  # nothing created twice
 
 
@@ -1034,8 +1034,7 @@ def test_couchdb_open_of_a_fresh_prefix_makes_every_index_once(store_url: str) -
     store._call = spy  # type: ignore[method-assign]
     try:
         store.create(JOBS, "a", {"name": "a", "enabled": True})
-        store.find(JOBS, {}, sort=[("_id", False)], limit=10, after=("_id", "a"))  # a leader's load
-        store.find(JOBS, {"enabled": True}, sort=[("_id", False)], after=("_id", "a"))  # LIST --state
+        store.find(JOBS, {}, sort=[("_id", False)], limit=10, after=("_id", "a"))  # LIST, a leader's load
         store.find(EXECUTIONS, {"status": "running"})
         assert [w for w in asked if w.startswith("create index")] == []
     finally:
@@ -1060,19 +1059,19 @@ def test_couchdb_writes_bring_their_collections_indexes_up_to_date(store_url: st
     store._call = spy  # type: ignore[method-assign]
     try:
         assert store.warmer.passes == {}
-        store.create_many(JOBS, [(f"j{i}", {"name": f"j{i}", "enabled": True}) for i in range(50)])
+        store.create_many(EXECUTIONS, [execution("a", minute) for minute in range(50)])
         deadline = time.monotonic() + 30
-        while store.warmer.passes.get(JOBS, 0) < 1 and time.monotonic() < deadline:
+        while store.warmer.passes.get(EXECUTIONS, 0) < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert store.warmer.passes.get(JOBS) == 1 and store.warmer.failures == {}
-        warmed = sorted(w for w in asked if w.startswith("bring index"))
-        assert warmed == [f"bring index dcron-enabled-id of {store.db_name(JOBS)} up to date"]
-        assert EXECUTIONS not in store.warmer.passes  # not written to
+        assert store.warmer.passes.get(EXECUTIONS) == 1 and store.warmer.failures == {}
+        warmed = sorted(w.split()[2] for w in asked if w.startswith("bring index"))
+        assert warmed == sorted(f"dcron-{'-'.join(fields)}" for fields in couchdb_module.INDEXES[EXECUTIONS])
+        assert JOBS not in store.warmer.passes  # not written to
     finally:
         store.close()
     off = CouchDBDocumentStore.from_url(store_url, {"couchdb_index_warming": "0"})
     try:
-        off.create(JOBS, "k", {"name": "k", "enabled": True})
+        off.create(EXECUTIONS, *execution("k", 1))
         assert off.warmer.interval == 0 and off.warmer.passes == {}
     finally:
         off.close()

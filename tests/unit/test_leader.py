@@ -560,3 +560,29 @@ def test_a_missed_completion_is_read_back_from_the_store(
     second.since -= 60
     assert wait_for(lambda: leader.jobs["m"].run is None, 3.0)
     assert len(workers.dispatched) == 2
+
+
+def test_list_jobs_by_state_reads_at_most_scan_jobs_a_page(store: SQLiteDocumentStore) -> None:
+    """A page by state compares the state of at most ``scan`` jobs: with a rare state, short (even
+    empty) pages whose cursor goes on, and no page reads every job; walking them finds each once."""
+    names = [f"j{i:02d}" for i in range(20)]
+    for i, name in enumerate(names):
+        add_job(store, name, "*/2 * * * *", enabled=i not in (7, 8, 15))
+    counting: Any = CountingStore(store)
+    records = Records(counting)
+    page, cursor = records.list_jobs(10, enabled=False, scan=5)
+    assert page == [] and cursor == "j04"  # five read, none disabled
+    page, cursor = records.list_jobs(10, after=cursor, enabled=False, scan=5)
+    assert [j.name for j in page] == ["j07", "j08"] and cursor == "j09"
+    walked: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = records.list_jobs(2, after=cursor, enabled=False, scan=5)
+        walked += [j.name for j in page]
+        if cursor is None:
+            break
+    assert walked == ["j07", "j08", "j15"]
+    everything, last = records.list_jobs(20, scan=5)  # no state: full pages, whatever the scan
+    assert [j.name for j in everything] == names and last is None
+    page, cursor = records.list_jobs(3, enabled=True, scan=5)
+    assert [j.name for j in page] == ["j00", "j01", "j02"] and cursor == "j02"
