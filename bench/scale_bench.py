@@ -180,8 +180,9 @@ def status_mib(field: str) -> float:
 def seed_store(data: Path, n: int) -> None:
     """N enabled daily jobs and one past (succeeded) execution of each, in one transaction."""
     from dcron_plugins.store_sqlite import SQLiteDocumentStore
-    from dcron_plugins.store_sqlite.schema import _body_json, _next_rev
+    from dcron_plugins.store_sqlite.schema import _body_json
 
+    from libdcron.document_base import next_rev as _next_rev
     from libdcron.model import Execution, Job, Status, format_instant
 
     objects = data / "objects"
