@@ -18,8 +18,12 @@ folder, puts one script in its object store, and measures from this (client) pro
   still reading the change feed of the new jobs, in the same process) and once the node is idle;
 - **LIST, distinct expressions**: one page of 1,000 jobs whose expressions all differ (each
   job's next fire time computed);
+- **LIST --state enabled**: every enabled job, the same way (a state is compared on at most
+  5,000 jobs a page);
 - **single SCHEDULE**: ``--single`` jobs (2,000) registered one call at a time by one client, the
-  peer the batch is compared with.
+  peer the batch is compared with;
+- **restart**: the node stopped and started again: seconds from its start to ``leader loaded``
+  (every job read) and its resident memory then.
 
 ``--cluster`` runs the same against the test services (``scripts/services.sh start zookeeper
 pouchdb``, whose addresses ``.services/env`` holds): the node's store is pouchdb-server (a fresh
