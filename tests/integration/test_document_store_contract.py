@@ -1016,14 +1016,8 @@ def test_the_dashboards_queries_by_status_newest_first(store: DocumentStore) -> 
     assert [e.fire_time.minute for e in records.recent_executions(2, skip=2)] == [3, 2]
 
 
-@pytest.mark.couchdb
-@pytest.mark.parametrize("backend", ["couchdb"])
-def test_couchdb_open_of_a_fresh_prefix_makes_every_index_once(store_url: str) -> None:
-    """``open`` on a fresh prefix creates both databases and all their indexes; a later ``find``
-    does not ask for an index again (on pouchdb-server that took longer than the request timeout
-    at 100,000 jobs, and LIST failed)."""
-    store = CouchDBDocumentStore(store_url)
-    store.open()
+def _requests_of(store: CouchDBDocumentStore) -> list[str]:
+    """What the store asks its server from now on (each request's description), as it asks."""
     asked: list[str] = []
     call = store._call
 
@@ -1032,6 +1026,18 @@ def test_couchdb_open_of_a_fresh_prefix_makes_every_index_once(store_url: str) -
         return call(what, *args, **kwargs)
 
     store._call = spy  # type: ignore[method-assign]
+    return asked
+
+
+@pytest.mark.couchdb
+@pytest.mark.parametrize("backend", ["couchdb"])
+def test_couchdb_open_of_a_fresh_prefix_makes_every_index_once(store_url: str) -> None:
+    """``open`` on a fresh prefix creates both databases and all their indexes; a later ``find``
+    does not ask for an index again (on pouchdb-server that took longer than the request timeout
+    at 100,000 jobs, and LIST failed)."""
+    store = CouchDBDocumentStore(store_url)
+    store.open()
+    asked = _requests_of(store)
     try:
         store.create(JOBS, "a", {"name": "a", "enabled": True})
         store.find(JOBS, {}, sort=[("_id", False)], limit=10, after=("_id", "a"))  # LIST, a leader's load
@@ -1049,14 +1055,7 @@ def test_couchdb_writes_bring_their_collections_indexes_up_to_date(store_url: st
     background indexing: 40 s per index at 100,000 jobs, beyond a request's timeout)."""
     store = CouchDBDocumentStore(store_url, warm_interval=0.05)
     store.open()
-    asked: list[str] = []
-    call = store._call
-
-    def spy(what: str, *args: Any, **kwargs: Any) -> Any:
-        asked.append(what)
-        return call(what, *args, **kwargs)
-
-    store._call = spy  # type: ignore[method-assign]
+    asked = _requests_of(store)
     try:
         assert store.warmer.passes == {}
         store.create_many(EXECUTIONS, [execution("a", minute) for minute in range(50)])

@@ -278,7 +278,7 @@ def test_a_cgroups_populated_flag_and_descendants_count_are_read_from_the_kernel
     assert run.cgroup is not None
     try:
         assert cgroup_populated(run.cgroup) is False and cgroup_descendants(run.cgroup) == 0
-        proc = _start(run, "sleep 300")
+        proc = _start(run, "exec sleep 300")  # (a forked sleep would outlive the kill below)
         wait_for(lambda: cgroup_populated(run.cgroup) is True)
         assert proc.pid in cgroup_pids(run.cgroup)
         (run.cgroup / "sub").mkdir()
