@@ -75,16 +75,6 @@ class Records:
     # without a secondary index (CouchDB's primary index is never behind the writes; a Mango
     # index is brought up to date by the first query after them, minutes at 100,000 new jobs).
 
-    def jobs(self) -> list[Job]:
-        return [Job.from_doc(doc) for doc in self.store.find(JOBS, {}, sort=[("_id", False)])]
-
-    def jobs_page(self, limit: int, after: str | None = None) -> list[Job]:
-        """Up to ``limit`` jobs by name, those named after ``after`` (a cursor): a range, never a skip."""
-        docs = self.store.find(
-            JOBS, {}, sort=[("_id", False)], limit=limit, after=None if after is None else ("_id", after)
-        )
-        return [Job.from_doc(doc) for doc in docs]
-
     def list_jobs(
         self, limit: int, after: str | None = None, enabled: bool | None = None, scan: int = LIST_SCAN
     ) -> tuple[list[Job], str | None]:

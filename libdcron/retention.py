@@ -171,13 +171,13 @@ class Retention:
         now = self.clock()
         try:
             while True:
-                jobs = self.records.jobs_page(self.page, after=self._cursor)
+                jobs, more = self.records.list_jobs(self.page, after=self._cursor)
                 self._tick()
                 for job in jobs:
                     report.jobs += 1
                     self._sweep_job(job, now, report)
                     self._cursor = job.name
-                if len(jobs) < self.page:
+                if more is None:
                     self._cursor, report.complete = None, True
                     break
         except _Stopped:

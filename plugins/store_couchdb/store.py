@@ -16,9 +16,10 @@ types left out here), ``POST /db/_index``,
 Indexes: :meth:`CouchDBDocumentStore.open` creates JSON (Mango) indexes for the usual selections;
 :meth:`~CouchDBDocumentStore.find` creates, once per process, the index any other combination of
 selector and sort fields needs; after writes, :mod:`.warming` brings them up to date in the
-background (``options["couchdb_index_warming"]``: seconds between two passes, 0 for none).  An index on fields ``(equality fields..., sort fields...)`` holds
-only documents having all of them, so ``find`` with a ``sort`` returns only documents that have the
-sort fields (dcron's documents always do).
+background (``options["couchdb_index_warming"]``: seconds between two passes, 0 for none).  An
+index on fields ``(equality fields..., sort fields...)`` holds only documents having all of them,
+so ``find`` with a ``sort`` returns only documents that have the sort fields (dcron's documents
+always do).  Sorted on ``_id`` alone (jobs, by name), ``find`` reads the primary index.
 
 Change positions are a JSON object holding both databases' ``last_seq`` values, which stay opaque.
 
