@@ -35,7 +35,8 @@ class FinishedNotifier:
     def add(self, execution: Execution) -> None:
         with self._cond:
             self._queue.append(execution)
-            self._cond.notify()
+            if len(self._queue) == 1:  # (woken by a first end only: the others wait out LINGER)
+                self._cond.notify()
 
     def close(self, timeout: float = 3.0) -> None:
         """Send what is queued, then stop."""

@@ -60,8 +60,13 @@ class LocalObjectStore(FsspecObjectStore):
         a second the ``fsync`` of each log was a fifth of a worker's time)."""
         path = self.path_of(url)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.rename(local_path, path)
+            try:
+                os.rename(local_path, path)
+            except FileNotFoundError:  # its folder is new (the first log of a job): make it
+                if not os.path.exists(local_path):
+                    raise
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.rename(local_path, path)
         except OSError:
             super().move_file(local_path, url)
             return

@@ -7,6 +7,7 @@ folder.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
@@ -18,7 +19,7 @@ from dcron_plugins.storage_local import LocalObjectStore
 from dcron_plugins.store_sqlite import SQLiteDocumentStore
 
 from libdcron.abc import EXECUTIONS, ObjectStore
-from libdcron.errors import UnavailableError, ValidationError
+from libdcron.errors import NotFoundError, UnavailableError, ValidationError
 from libdcron.model import Execution, Status, utcnow
 from libdcron.recorder import CONFLICT_RETRIES, MAX_BACKOFF, MAX_BACKOFF_ENV, Recorder
 from libdcron.testing import wait_for
@@ -312,3 +313,18 @@ def test_a_moved_log_deleted_before_the_flush_does_not_fail_it(parts: Parts) -> 
     objects.delete(gone)
     objects.sync()
     assert objects.read_range(kept, 0, 10) == b"b\n" and objects._moved == []
+
+
+def test_a_log_moves_into_a_folder_of_its_own_made_on_the_way_and_beside_the_next(parts: Parts) -> None:
+    _recorder, _store, objects, spool = parts
+    first, second = objects.url_for("logs/new-job/1.log"), objects.url_for("logs/new-job/2.log")
+    assert not os.path.exists(os.path.dirname(objects.path_of(first)))
+    a, b = spooled(spool, "first\n"), spooled(spool, "second\n")
+    objects.move_file(a, first)  # the folder is made
+    objects.move_file(b, second)  # (renamed straight in)
+    objects.sync()
+    assert objects.read_range(first, 0, 10) == b"first\n" and objects.read_range(second, 0, 10) == b"second\n"
+    assert not os.path.exists(a) and not os.path.exists(b)
+    with pytest.raises(NotFoundError, match="no such local file"):
+        objects.move_file(str(spool / "no-such.log"), objects.url_for("logs/new-job/3.log"))
+    assert not os.path.exists(objects.path_of(objects.url_for("logs/new-job/3.log")))
