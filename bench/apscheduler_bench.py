@@ -66,6 +66,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import checkout  # before libdcron: puts this checkout's packages first on sys.path
+
 from libdcron.client import Client
 from libdcron.model import parse_instant
 
@@ -148,7 +150,7 @@ class Dcron:
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.script = base / "stamp.sh"
         self.stamps_root = base / "dcron-stamps"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DCRON_")}
+        env = checkout.node_env({k: v for k, v in os.environ.items() if not k.startswith("DCRON_")})
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(

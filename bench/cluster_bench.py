@@ -56,6 +56,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import checkout  # before libdcron: puts this checkout's packages first on sys.path
+
 from libdcron.client import Client
 from libdcron.errors import DcronError
 from libdcron.model import parse_instant
@@ -362,7 +364,7 @@ class Dcron:
     def start(self) -> None:
         if self.keys_home is not None:
             ensure_local_keys(self.keys_home / "keys")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DCRON_")}
+        env = checkout.node_env({k: v for k, v in os.environ.items() if not k.startswith("DCRON_")})
         env["PYTHONUNBUFFERED"] = "1"
         for i in range(1, NODES + 1):
             node_id = f"{self.mode}-n{i}"

@@ -50,6 +50,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 
+import checkout  # before libdcron: puts this checkout's packages first on sys.path
+
 from libdcron.client import Client
 from libdcron.errors import DcronError
 
@@ -178,6 +180,7 @@ def main() -> int:
                     [sys.executable, "-m", "libdcron.daemon", "--data-dir", str(data), "--listen", endpoint,
                      "--node-id", "listbench", "--log-level", "INFO", *extra],
                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+                    env=checkout.node_env(),
                 )  # fmt: skip
 
         proc = start()

@@ -47,6 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import checkout  # before libdcron: puts this checkout's packages first on sys.path
+
 from libdcron.client import Client
 
 IDLE_SECONDS = 20.0
@@ -79,6 +81,7 @@ def start_node(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=checkout.node_env(),
         )  # fmt: skip
 
 
@@ -263,6 +266,7 @@ def measure_load(n: int, base: Path) -> dict[str, float]:
     print(f"  setup: {n} jobs and {n} executions written in {time.monotonic() - t0:.1f}s")
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(data), str(n)],
+        env=checkout.node_env(),
         check=True,
         capture_output=True,
         text=True,

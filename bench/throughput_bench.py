@@ -316,6 +316,22 @@ def aps_sustained(base: Path, jobs: int, duration: int, warmup: float, capacity:
     return r
 
 
+def file_creation(base: Path, files: int = 2000) -> dict[str, Any]:
+    """What creating a file costs in the work folder (dcron makes one a run, its log): on ext4
+    up to 30 times more in the minutes after many files were deleted there (README, *Files*)."""
+    folder = base / "create-probe"
+    folder.mkdir()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for i in range(files):
+        os.close(os.open(folder / f"{i}.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    # (kept until the end: deleting them now would slow the runs' own file creation, see README)
+    r = {"files": files, "cpu_ms_per_file": cpu / files * 1000, "wall_ms_per_file": wall / files * 1000}
+    say(f"files:   creating {files} empty files in {base.parent}: {r['cpu_ms_per_file']:.3f} ms CPU "
+        f"({r['wall_ms_per_file']:.3f} ms wall) a file")  # fmt: skip
+    return r
+
+
 def spawn_ceiling(base: Path, threads: int, seconds: float) -> dict[str, Any]:
     background = background_busy()
     folder = base / "spawn"
@@ -443,6 +459,7 @@ def main() -> int:
     results: dict[str, Any] = {"sustained": {}, "node_log_warnings": {}}
     code = 0
     try:
+        results["file_creation"] = file_creation(base)
         if args.spawn_threads > 0:
             results["spawn_ceiling"] = spawn_ceiling(base, args.spawn_threads, args.spawn_seconds)
         for mode in modes:
