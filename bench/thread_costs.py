@@ -94,9 +94,10 @@ def main() -> None:
             row[0] += vol - before[tid][0]
             row[1] += inv - before[tid][1]
             row[2] += cpu - before[tid][2]
-    vol, inv, cpu = (sum(row[k] for row in totals.values()) for k in range(3))
+    all_vol, all_inv, all_cpu = (sum((row[k] for row in totals.values()), 0.0) for k in range(3))
     print(f"dcrond {pid}, {ended - started:.1f} s at {args.runs_per_second:g} runs/s ({runs:.0f} runs), per run:")
-    print(f"  {'all threads':24s} CPU {cpu / runs * 1000:6.3f} ms  switches voluntary {vol / runs:5.1f}, involuntary {inv / runs:5.1f}")
+    print(f"  {'all threads':24s} CPU {all_cpu / runs * 1000:6.3f} ms  switches voluntary {all_vol / runs:5.1f}, "
+          f"involuntary {all_inv / runs:5.1f}")  # fmt: skip
     for name, (v, i, c) in sorted(totals.items(), key=lambda kv: -kv[1][2]):
         if c or v:
             print(f"  {name:24s} CPU {c / runs * 1000:6.3f} ms  switches voluntary {v / runs:5.1f}, involuntary {i / runs:5.1f}")
