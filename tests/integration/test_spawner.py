@@ -133,3 +133,30 @@ def test_a_run_gets_the_base_environment_with_its_own_additions_also_after_a_new
             wait_for(lambda: s._sock is None, 5)
     finally:
         s.close()
+
+
+def test_a_run_holds_only_its_stdin_stdout_and_stderr_and_default_signals(spawner: Spawner) -> None:
+    # (the glob's own folder stream is listed too, and closed by the time it is tested)
+    script = 'for f in /proc/$$/fd/*; do [ -e "$f" ] && echo "fd ${f##*/}"; done; grep SigIgn /proc/$$/status'
+    replies = spawn(spawner, script)
+    process = replies.process
+    assert process is not None and process.wait(10) == 0
+    lines = process.stdout.read().decode().splitlines()
+    assert [x for x in lines if x.startswith("fd ")] == ["fd 0", "fd 1", "fd 2"], lines
+    ignored = int(next(x for x in lines if x.startswith("SigIgn:")).split()[1], 16)
+    for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):  # the helper ignores SIGINT, Python SIGPIPE
+        assert not ignored & (1 << (sig - 1)), f"{sig.name} ignored in the run"
+
+
+def test_a_program_is_looked_up_on_the_runs_path_and_a_missing_folder_is_an_error(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    replies = Replies()
+    spawner.spawn(["sh", "-c", "pwd"], {"PATH": "/usr/bin:/bin"}, str(tmp_path), None, replies)
+    assert replies.done.wait(10) and replies.process is not None
+    assert replies.process.wait(10) == 0 and replies.process.stdout.read().decode().strip() == str(tmp_path)
+    for argv, cwd in ((["no-such-program-here"], None), (["sh", "-c", "true"], str(tmp_path / "gone"))):
+        replies = Replies()
+        spawner.spawn(argv, dict(os.environ), cwd, None, replies)
+        assert replies.done.wait(10) and replies.process is None
+        assert replies.error is not None and replies.error.errno == errno.ENOENT, replies.error
