@@ -120,7 +120,7 @@ def test_detached_children_end_with_a_successful_run(
     doc = run_job(worker, store, DETACH.format(dir=tmp_path))
     assert doc["status"] == "succeeded" and doc["exit_code"] == 0, doc
     children = [pid_of(tmp_path / "bg.pid"), pid_of(tmp_path / "dbl.pid")]
-    assert all(gone(pid) for pid in children), [(pid, gone(pid)) for pid in children]
+    wait_for(lambda: all(gone(pid) for pid in children), 5, message="the run's processes exited")  # (SIGKILLed: exiting)
     assert not marked(worker.containment.node_key)
     # The copier no longer waits 5 s for a detached child to close the log pipe.
     took = (parse_instant(doc["ended"]) - parse_instant(doc["started"])).total_seconds()
@@ -139,7 +139,7 @@ def test_detached_children_end_at_the_timeout(
     doc = run_job(worker, store, DETACH.format(dir=tmp_path) + "sleep 300\n", timeout=1)
     assert doc["status"] == "timeout", doc
     pids = [pid_of(tmp_path / name) for name in ("main.pid", "bg.pid", "dbl.pid")]
-    assert all(gone(pid) for pid in pids), [(pid, gone(pid)) for pid in pids]
+    wait_for(lambda: all(gone(pid) for pid in pids), 5, message="the run's processes exited")  # (SIGKILLed: exiting)
     assert not marked(worker.containment.node_key)
     assert time.monotonic() - started < 6  # the fire instant (<= 1 s), the timeout, no full grace
 
@@ -223,7 +223,7 @@ def test_start_up_sweep_kills_an_earlier_incarnation_only(tmp_path: Path) -> Non
         assert len(old) == (5 if cgroups else 4)
         killed = current.sweep_leftovers()
         assert killed == len(old)
-        assert all(gone(pid) for pid in old)
+        wait_for(lambda: all(gone(pid) for pid in old), 5, message="the run's processes exited")  # (SIGKILLed: exiting)
         assert [p.poll() for p in keep] == [None, None]
         assert not gone(keep[0].pid) and not gone(keep[1].pid)
         assert marked(key) == {keep[0].pid}
@@ -262,7 +262,7 @@ def test_a_cgroup_that_cannot_be_made_or_joined_falls_back_to_the_marker(tmp_pat
         assert all(not gone(pid) for pid in children)
         left = run.end(None, 2.0)
         assert set(children) <= left
-        assert all(gone(pid) for pid in children)
+        wait_for(lambda: all(gone(pid) for pid in children), 5, message="the run's processes exited")  # (SIGKILLed: exiting)
     finally:
         run.end(None, 0)
         tree.close()
