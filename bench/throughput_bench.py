@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import apscheduler_bench as aps
 import cluster_bench as cb
+import file_creation as fc
 
 from libdcron.client import Client
 from libdcron.errors import UnavailableError
@@ -318,14 +319,11 @@ def aps_sustained(base: Path, jobs: int, duration: int, warmup: float, capacity:
 
 def file_creation(base: Path, files: int = 2000) -> dict[str, Any]:
     """What creating a file costs in the work folder (dcron makes one a run, its log): on ext4
-    up to 30 times more in the minutes after many files were deleted there (README, *Files*)."""
+    up to 30 times more in the minutes after many files were deleted there (README, *Files*).
+    The files stay until the end: deleting them now would slow the runs' own."""
     folder = base / "create-probe"
     folder.mkdir()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    for i in range(files):
-        os.close(os.open(folder / f"{i}.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    # (kept until the end: deleting them now would slow the runs' own file creation, see README)
+    cpu, wall = fc.make([folder], files, 1, "probe")
     r = {"files": files, "cpu_ms_per_file": cpu / files * 1000, "wall_ms_per_file": wall / files * 1000}
     say(f"files:   creating {files} empty files in {base.parent}: {r['cpu_ms_per_file']:.3f} ms CPU "
         f"({r['wall_ms_per_file']:.3f} ms wall) a file")  # fmt: skip

@@ -63,8 +63,6 @@ class LocalObjectStore(FsspecObjectStore):
             try:
                 os.rename(local_path, path)
             except FileNotFoundError:  # its folder is new (the first log of a job): make it
-                if not os.path.exists(local_path):
-                    raise
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 os.rename(local_path, path)
         except OSError:
