@@ -6,8 +6,10 @@ daemon's other threads hold: measured on the 2-core test machine, a spawn took 1
 process and 8-20 ms inside a dcrond running 300-500 runs a second, which capped a node at about 300
 spawns a second.  So a worker hands spawning to a helper: this module run as a script, a
 single-threaded process with a small heap, which starts every run (it joins the run's cgroup, starts
-the run's process there with one ``posix_spawn``, and goes back to its own cgroup), reaps it, and
-reports.  The run holds only its stdin (``/dev/null``) and its output pipe, with SIGINT, SIGPIPE
+the run's process there with one ``posix_spawn``, and leaves: for its own cgroup, or in a burst,
+when the next request is waiting already, straight for the next run's cgroup), reaps it, and
+reports.  It reports a run only once it is out of the run's cgroup, so that a run is never
+reported with the helper among its members.  The run holds only its stdin (``/dev/null``) and its output pipe, with SIGINT, SIGPIPE
 and SIGXFSZ at their default action (the helper ignores the first, Python the other two).
 
 Protocol, over a ``SOCK_SEQPACKET`` socket pair (one JSON object per message):
@@ -266,8 +268,10 @@ def _home() -> str | None:
     return os.path.join(mount, path.lstrip("/"))
 
 
-#: The helper's own cgroup, which it goes back to after each spawn into a run's cgroup.
+#: The helper's own cgroup, which it goes back to after spawning into a run's cgroup.
 HOME: str | None = None
+#: The cgroup this helper is in now: :data:`HOME`, or the next run's during a burst.
+HERE: str | None = None
 #: The environment every run starts from (the daemon's first message).
 BASE_ENV: dict[str, str] = {}
 
@@ -305,9 +309,52 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str | None, output: int) -
     )
 
 
-def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> None:
+def _join_or_exit(path: str) -> None:
+    """Go back to :data:`HOME` (``path``); a helper that cannot would count as a member of a run."""
+    try:
+        _join(path)
+    except OSError as exc:
+        print(f"dcron spawner: cannot go back to {path}: {exc}", file=sys.stderr)
+        os._exit(70)
+
+
+def _waiting(sock: socket.socket) -> bytes | None:
+    """The daemon's next message if one is waiting already (b"" once it is gone), else None."""
+    try:
+        return sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+
+
+def _leave(sock: socket.socket) -> bytes | None:
+    """Leave the cgroup of the run just spawned: for the cgroup of the next run when its
+    request is waiting already (a burst: one move a run instead of two), else home.  Returns
+    the waiting request, if any, for :func:`serve` to handle next."""
+    global HERE
+    assert HOME is not None
+    after = _waiting(sock)
+    target = HOME
+    if after:
+        with contextlib.suppress(ValueError, AttributeError):
+            target = json.loads(after).get("cgroup") or HOME
+    if target != HOME:
+        try:
+            _join(target)
+            HERE = target
+            return after
+        except OSError:
+            pass  # that run tries again, and runs without a cgroup if it fails again
+    _join_or_exit(HOME)
+    HERE = HOME
+    return after
+
+
+def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> bytes | None:
+    """Start one run and report it, once this process is out of the run's cgroup; returns the
+    next request if it was read meanwhile (see :func:`_leave`)."""
+    global HERE
     read, write = os.pipe()
-    cgroup, cgroup_failed = message.get("cgroup"), False
+    cgroup, cgroup_failed, after = message.get("cgroup"), False, None
 
     def spawn() -> int:
         return _spawn(message["argv"], {**BASE_ENV, **message["env"]}, message.get("cwd"), write)
@@ -315,23 +362,26 @@ def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> 
     try:
         if cgroup and HOME is not None:
             # Join the run's cgroup, fork (the child is born in it, and a vfork is possible: no
-            # code runs in the child before its exec), go back home.
-            try:
-                _join(cgroup)
-            except OSError:
-                cgroup_failed = True
-                pid = spawn()
-            else:
+            # code runs in the child before its exec), leave.
+            if cgroup != HERE:
                 try:
-                    pid = spawn()
-                finally:
-                    try:
-                        _join(HOME)
-                    except OSError as exc:  # it would count as a member of the run: give up
-                        print(f"dcron spawner: cannot go back to {HOME}: {exc}", file=sys.stderr)
-                        os._exit(70)
+                    _join(cgroup)
+                    HERE = cgroup
+                except OSError:
+                    cgroup_failed = True
+                    if HERE != HOME:
+                        _join_or_exit(HOME)
+                        HERE = HOME
+            try:
+                pid = spawn()
+            finally:
+                if HERE != HOME:
+                    after = _leave(sock)
         else:
             cgroup_failed = bool(cgroup)
+            if HERE != HOME and HOME is not None:
+                _join_or_exit(HOME)
+                HERE = HOME
             pid = spawn()
     except OSError as exc:
         os.close(read)
@@ -340,7 +390,7 @@ def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> 
         else:
             code, text = errno.EIO, str(exc)
         sock.send(json.dumps({"id": message["id"], "error": text, "errno": code}).encode())
-        return
+        return after
     finally:
         os.close(write)
     children.add(pid)
@@ -349,6 +399,7 @@ def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> 
         socket.send_fds(sock, [json.dumps(reply).encode()], [read])
     finally:
         os.close(read)
+    return after
 
 
 def _reap(sock: socket.socket, children: set[int]) -> None:
@@ -366,8 +417,8 @@ def _reap(sock: socket.socket, children: set[int]) -> None:
 
 
 def serve(fd: int) -> None:
-    global HOME
-    HOME = _home()
+    global HOME, HERE
+    HOME = HERE = _home()
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)  # (passed inheritable; a run must not hold the daemon's socket)
     wake_r, wake_w = os.pipe()
@@ -377,26 +428,41 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the daemon's to handle
     children: set[int] = set()
-    while True:
-        try:
-            ready, _, _ = select.select([sock.fileno(), wake_r], [], [], 1.0)
-        except InterruptedError:
-            continue
-        if wake_r in ready or not ready:  # a SIGCHLD, or a second went by
-            with contextlib.suppress(BlockingIOError):
-                while os.read(wake_r, 4096):
-                    pass
+
+    def reap_if_woken() -> None:
+        woken = False
+        with contextlib.suppress(BlockingIOError):
+            while os.read(wake_r, 4096):
+                woken = True
+        if woken:
             _reap(sock, children)
-        if sock.fileno() in ready:
-            data = sock.recv(MAX_MESSAGE)
-            if not data:
-                return  # the daemon is gone
-            message = json.loads(data)
-            if "base_env" in message:
-                BASE_ENV.clear()
-                BASE_ENV.update(message["base_env"])
+
+    data: bytes | None = None
+    while True:
+        if data is None:
+            try:
+                ready, _, _ = select.select([sock.fileno(), wake_r], [], [], 1.0)
+            except InterruptedError:
                 continue
-            _start(sock, children, message)
+            if wake_r in ready or not ready:  # a SIGCHLD, or a second went by
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_r, 4096):
+                        pass
+                _reap(sock, children)
+            if sock.fileno() not in ready:
+                continue
+            data = sock.recv(MAX_MESSAGE)
+        else:
+            reap_if_woken()  # (a burst's requests come back to back: its ends are reported too)
+        if not data:
+            return  # the daemon is gone
+        message = json.loads(data)
+        data = None
+        if "base_env" in message:
+            BASE_ENV.clear()
+            BASE_ENV.update(message["base_env"])
+            continue
+        data = _start(sock, children, message)
 
 
 if __name__ == "__main__":

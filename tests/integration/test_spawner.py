@@ -94,7 +94,9 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_a_run_is_born_in_its_cgroup_and_the_helper_goes_back_to_its_own(spawner: Spawner, tmp_path: Path) -> None:
+def test_a_run_is_born_in_its_cgroup_and_the_helper_goes_back_to_its_own(
+    spawner: Spawner, tmp_path: Path
+) -> None:
     from libdcron.proctree import ProcessTree, node_key
 
     tree = ProcessTree(node_key(tmp_path, "sp"), "inc1")
@@ -122,7 +124,13 @@ def test_a_run_gets_the_base_environment_with_its_own_additions_also_after_a_new
     try:
         for _ in range(2):
             replies = Replies()
-            s.spawn(["/bin/sh", "-c", 'echo "$BASE $CHANGED $OWN"'], {"CHANGED": "new", "OWN": "o"}, None, None, replies)
+            s.spawn(
+                ["/bin/sh", "-c", 'echo "$BASE $CHANGED $OWN"'],
+                {"CHANGED": "new", "OWN": "o"},
+                None,
+                None,
+                replies,
+            )
             assert replies.done.wait(10) and replies.process is not None
             assert replies.process.wait(10) == 0
             assert replies.process.stdout.read() == b"b new o\n"
@@ -160,3 +168,73 @@ def test_a_program_is_looked_up_on_the_runs_path_and_a_missing_folder_is_an_erro
         spawner.spawn(argv, dict(os.environ), cwd, None, replies)
         assert replies.done.wait(10) and replies.process is None
         assert replies.error is not None and replies.error.errno == errno.ENOENT, replies.error
+
+
+def test_a_burst_moves_the_helper_from_run_to_run_and_no_run_is_reported_with_the_helper_in_it(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    from libdcron.cgroup import cgroup_pids
+    from libdcron.proctree import ProcessTree, node_key
+
+    tree = ProcessTree(node_key(tmp_path, "burst"), "inc1")
+    runs = [tree.run() for _ in range(60)]
+    if runs[0].cgroup is None:
+        pytest.skip("this host lets no cgroup v2 be made")
+    spawner.start()
+    helper = spawner._helper
+    assert helper is not None
+    home = Path(f"/proc/{helper.pid}/cgroup").read_text()
+    inside: list[str] = []  # the helper found in a run's cgroup as the run was reported
+    lock = threading.Lock()
+
+    class Checked(Replies):
+        def __init__(self, cgroup: Path | None) -> None:
+            super().__init__()
+            self.cgroup = cgroup
+            self.exited = threading.Event()
+
+        def check(self, what: str) -> None:
+            if self.cgroup is not None and helper.pid in cgroup_pids(self.cgroup):
+                with lock:
+                    inside.append(f"{what} {self.cgroup.name}")
+
+        def __call__(self, process: RemoteProcess | None, error: OSError | None) -> None:
+            self.check("started")
+            if process is not None:
+                process.when_exited(lambda: (self.check("exited"), self.exited.set()))
+            super().__call__(process, error)
+
+    script = "grep '^0::' /proc/self/cgroup"
+    asked: list[tuple[str, Checked]] = []
+    try:
+        for i, run in enumerate(runs):  # sent back to back: the helper finds each next request waiting
+            kind, cgroup, argv = "cgroup", run.cgroup, ["/bin/sh", "-c", script]
+            if i % 15 == 7:
+                kind, cgroup = "none", None
+            elif i % 15 == 11:
+                kind, cgroup = "unjoinable", tmp_path / f"not-a-cgroup-{i}"
+            elif i % 15 == 13:
+                kind, argv = "unstartable", ["/no/such/interpreter"]
+            replies = Checked(run.cgroup if kind in ("cgroup", "unstartable") else None)
+            spawner.spawn(argv, dict(os.environ), "/tmp", str(cgroup) if cgroup else None, replies)
+            asked.append((kind, replies))
+        for (kind, replies), run in zip(asked, runs, strict=True):
+            assert replies.done.wait(10), "no reply from the spawner"
+            if kind == "unstartable":
+                assert replies.process is None and replies.error is not None
+                assert replies.error.errno == errno.ENOENT
+                continue
+            process = replies.process
+            assert process is not None and process.wait(10) == 0 and replies.exited.wait(10)
+            assert process.cgroup_failed == (kind == "unjoinable")
+            line = process.stdout.read().decode().strip()
+            assert run.cgroup is not None
+            assert line.endswith(f"/{run.cgroup.name}") == (kind == "cgroup"), (kind, line)
+        assert inside == [], "the helper was still in a run's cgroup when that run was reported"
+        wait_for(lambda: Path(f"/proc/{helper.pid}/cgroup").read_text() == home, 5)
+        for run in runs:
+            assert run.cgroup is not None and cgroup_pids(run.cgroup) == set()
+    finally:
+        for run in runs:
+            run.close()
+        tree.close()
