@@ -9,8 +9,9 @@ single-threaded process with a small heap, which starts every run (it joins the 
 the run's process there with one ``posix_spawn``, and leaves: for its own cgroup, or in a burst,
 when the next request is waiting already, straight for the next run's cgroup), reaps it, and
 reports.  It reports a run only once it is out of the run's cgroup, so that a run is never
-reported with the helper among its members.  The run holds only its stdin (``/dev/null``) and its output pipe, with SIGINT, SIGPIPE
-and SIGXFSZ at their default action (the helper ignores the first, Python the other two).
+reported with the helper among its members.  The run holds only its stdin (``/dev/null``) and
+its output pipe, with SIGINT, SIGPIPE and SIGXFSZ at their default action (the helper ignores
+the first, Python the other two).
 
 Protocol, over a ``SOCK_SEQPACKET`` socket pair (one JSON object per message):
 
@@ -324,6 +325,8 @@ def _waiting(sock: socket.socket) -> bytes | None:
         return sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
     except BlockingIOError:
         return None
+    except OSError:
+        return b""  # the socket is broken: as if the daemon were gone
 
 
 def _leave(sock: socket.socket) -> bytes | None:
