@@ -24,6 +24,7 @@ from libdcron.client import Client
 from libdcron.daemon import _http_default
 from libdcron.errors import UnavailableError, ValidationError
 from libdcron.node import Node
+from libdcron.records import Records
 from libdcron.testing import client_for, embedded_node, wait_for
 from libdcron.web import load_token, parse_bind
 from libdcron.web.auth import COOKIE, Credentials, safe_next
@@ -65,7 +66,9 @@ def fetch(
     if token:
         all_headers["Authorization"] = f"Bearer {token}"
     body = urlencode(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, headers=all_headers, method="POST" if data is not None else "GET")
+    request = urllib.request.Request(
+        url, data=body, headers=all_headers, method="POST" if data is not None else "GET"
+    )
     try:
         with OPENER.open(request, timeout=10) as answer:
             return Response(answer.status, answer.headers, answer.read())
@@ -144,7 +147,10 @@ def test_signing_in_sets_a_strict_http_only_cookie_and_signing_out_needs_the_csr
     assert session is not None
     jar = {"Cookie": f"{COOKIE}={session.group(1)}"}
     assert site.get("/jobs", token=None, headers=jar).status == 200
-    assert site.post("/login", {"token": site.token, "next": "//evil.example/"}, token=None).headers["Location"] == "/jobs"
+    assert (
+        site.post("/login", {"token": site.token, "next": "//evil.example/"}, token=None).headers["Location"]
+        == "/jobs"
+    )
     assert site.post("/logout", {}, token=None, headers=jar).status == 403
     csrf = Credentials(site.token).csrf
     out = site.post("/logout", {"csrf": csrf}, token=None, headers=jar)
@@ -185,6 +191,34 @@ def test_jobs_are_found_by_name_and_state_and_paged(site: Site) -> None:
     assert "No job whose name contains" in site.get("/jobs?q=nothing-like-it").text
     assert site.get("/jobs?limit=0").status == 400
     assert site.get("/jobs?state=sideways").status == 400
+
+
+def test_a_name_search_by_state_goes_on_past_pages_that_hold_none_of_that_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page by state compares at most LIST_SCAN jobs (5,000): made 2 here, so that the jobs
+    # "a0".."a5" (disabled) fill the first pages by state "enabled" with nothing, cursor ahead.
+    original = Records.list_jobs
+
+    def list_jobs(
+        self: Records, limit: int, after: str | None = None, enabled: bool | None = None, scan: int = 2
+    ) -> tuple[list[Any], str | None]:
+        return original(self, limit, after, enabled, scan)
+
+    monkeypatch.setattr(Records, "list_jobs", list_jobs)
+    script = tmp_path / "job.sh"
+    script.write_text("true\n")
+    for site in start_site(tmp_path / "node"):
+        for name in [f"a{i}" for i in range(6)] + ["zz-enabled", "zz-disabled"]:
+            site.client.schedule(name, YEARLY, "sh", script)
+        for name in [f"a{i}" for i in range(6)] + ["zz-disabled"]:
+            site.client.disable(name)
+        first = site.client.list_page(state="enabled")
+        assert first["jobs"] == [] and first["next"], "a first page of none, and a next one"
+        found = site.get("/jobs?q=zz&state=enabled").text
+        assert "/jobs/zz-enabled" in found and "/jobs/zz-disabled" not in found
+        found = site.get("/jobs?q=zz&state=disabled").text
+        assert "/jobs/zz-disabled" in found and "/jobs/zz-enabled" not in found
 
 
 def test_a_job_page_lists_its_executions_filtered_by_status(site: Site) -> None:
@@ -316,7 +350,10 @@ def test_http_addresses_and_the_embedded_default() -> None:
 
 def test_a_taken_http_address_fails_the_start_with_a_clear_error(tmp_path: Path, site: Site) -> None:
     taken = site.base.replace("http://", "tcp://")
-    with pytest.raises(UnavailableError, match="cannot serve the dashboard"), embedded_node(tmp_path, http=taken, timeout=5):
+    with (
+        pytest.raises(UnavailableError, match="cannot serve the dashboard"),
+        embedded_node(tmp_path, http=taken, timeout=5),
+    ):
         pass
 
 
@@ -326,13 +363,25 @@ def test_a_second_nodes_dashboard_shows_both_members_and_tails_a_run_on_the_othe
     from libdcron.config import NodeSettings
 
     with embedded_node(tmp_path, node_id="web-a") as a, client_for(a) as client:
-        b = Node(NodeSettings(data_dir=tmp_path / "data", listen="tcp://127.0.0.1:0", node_id="web-b", http="tcp://127.0.0.1:0"))
+        b = Node(
+            NodeSettings(
+                data_dir=tmp_path / "data",
+                listen="tcp://127.0.0.1:0",
+                node_id="web-b",
+                http="tcp://127.0.0.1:0",
+            )
+        )
         try:
             b.start()
             for n in (a, b):
                 wait_for(lambda n=n: len(n.election.members()) == 2, 10, message="both nodes are members")
             assert b.web is not None
-            second = Site(b, client, b.web.url.rstrip("/"), (tmp_path / "data" / "keys" / "http.token").read_text().strip())
+            second = Site(
+                b,
+                client,
+                b.web.url.rstrip("/"),
+                (tmp_path / "data" / "keys" / "http.token").read_text().strip(),
+            )
             page = second.get("/cluster").text
             assert '<dd id="leader">web-a</dd>' in page and "unreachable" not in page
             for name in ("web-a", "web-b"):
