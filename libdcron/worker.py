@@ -28,6 +28,7 @@ runs in flight.  Every store or storage failure is journaled by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -355,6 +356,7 @@ class Worker:
             self._unstage(handle)
             self._fail(handle, f"cannot start {handle.job.interpreter}: {error}")
             return
+        watched = False
         try:
             if isinstance(proc, RemoteProcess):
                 tree.pgid = proc.pid  # a session leader, in its cgroup already
@@ -368,14 +370,28 @@ class Worker:
             os.set_blocking(proc.stdout.fileno(), False)
             if isinstance(proc, RemoteProcess):
                 self._loop.call_soon(lambda: self._watch(handle, None))
+                watched = True
                 proc.when_exited(lambda: self._loop.call_soon(lambda: self._on_exit(handle, None)))
             else:
-                pidfd = os.pidfd_open(proc.pid)
+                pidfd = os.pidfd_open(proc.pid)  # (fails when out of file descriptors)
                 self._loop.call_soon(lambda: self._watch(handle, pidfd))
+                watched = True
         except Exception as exc:
             log.exception("run %s crashed while starting", ex.id)
-            kill_group(proc, tree)
-            self._fail(handle, f"worker error: {exc!r}")
+            # Not on this thread: it may be the spawner's reader, which reports the exit waited for.
+            self._finish.submit(self._abandon, handle, proc, watched, f"worker error: {exc!r}")
+
+    def _abandon(
+        self, handle: RunHandle, proc: subprocess.Popen[bytes] | RemoteProcess, watched: bool, reason: str
+    ) -> None:
+        """End a started run that the worker failed to take in hand, and record why."""
+        kill_group(proc, handle.tree)
+        if not watched:  # nothing else will end it: its pipe, log file and folder go now
+            if proc.stdout is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdout.close()
+            self._unstage(handle)
+        self._fail(handle, reason)
 
     # -- one run: the loop's callbacks (the loop's thread; never block) --------------------------
 

@@ -219,3 +219,33 @@ def test_an_end_waiting_for_spawns_wakes_when_the_last_is_answered(
     started = time.monotonic()
     worker._yield_to_spawns()  # nothing waiting: no wait at all
     assert time.monotonic() - started < 5.0
+
+
+def test_a_worker_error_right_after_the_start_ends_the_run_and_leaves_nothing_behind(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    worker, store, objects = parts
+    pid_file = tmp_path / "pid"
+    url, sha = upload(objects, "scripts/e.sh", f"echo $$ > {pid_file}; exec sleep 30\n")
+
+    def broken(value: float) -> None:
+        raise RuntimeError("the start lag could not be observed")
+
+    monkeypatch.setattr(worker.metrics.run_start_lag, "observe", broken)
+    assert dispatch(worker, Job("e", "* * * * *", "sh", url, script_sha256=sha))["accepted"]
+    doc = wait_done(store, "e", 1)[0]
+    assert doc["status"] == "error" and "could not be observed" in doc["reason"]
+    assert worker.running() == []
+    assert list(worker.spool_dir.iterdir()) == [], "no log file left behind"
+    folders = {str(p) for p in (worker.work_dir / "runs").iterdir()}
+    assert folders <= set(worker.workdirs._free), "its working folder was given back"
+    if pid_file.exists() and pid_file.read_text().strip():
+        pid = int(pid_file.read_text())
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 5, message="the run killed")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
