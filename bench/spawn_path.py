@@ -88,13 +88,13 @@ def helpers(script: Path, env: dict[str, str], n: int, k: int, cgroups: Path | N
         assert s._helper is not None
         fields = Path(f"/proc/{s._helper.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    for p in procs:
-        p.stdout.close()
+    for process in procs:
+        process.stdout.close()
     for s in spawners:
         s.close()
-    for p in paths:
-        if p is not None:
-            p.rmdir()
+    for path in paths:
+        if path is not None:
+            path.rmdir()
     return t0, cpu
 
 
