@@ -310,49 +310,51 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str | None, output: int) -
     )
 
 
-def _join_or_exit(path: str) -> None:
-    """Go back to :data:`HOME` (``path``); a helper that cannot would count as a member of a run."""
-    try:
-        _join(path)
-    except OSError as exc:
-        print(f"dcron spawner: cannot go back to {path}: {exc}", file=sys.stderr)
-        os._exit(70)
+#: The daemon's next request as :func:`_leave` read it: parsed, or as it came (``b""``: the
+#: daemon is gone; text that is not JSON fails in :func:`serve`, as a request read there would).
+Next = dict[str, Any] | bytes
 
 
-def _waiting(sock: socket.socket) -> bytes | None:
-    """The daemon's next message if one is waiting already (b"" once it is gone), else None."""
+def _waiting(sock: socket.socket) -> Next | None:
+    """The daemon's next request if one is waiting already, else None."""
     try:
-        return sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+        data = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
     except BlockingIOError:
         return None
     except OSError:
         return b""  # the socket is broken: as if the daemon were gone
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return data
+    return message if isinstance(message, dict) else data
 
 
-def _leave(sock: socket.socket) -> bytes | None:
+def _leave(sock: socket.socket) -> Next | None:
     """Leave the cgroup of the run just spawned: for the cgroup of the next run when its
     request is waiting already (a burst: one move a run instead of two), else home.  Returns
     the waiting request, if any, for :func:`serve` to handle next."""
     global HERE
     assert HOME is not None
     after = _waiting(sock)
-    target = HOME
-    if after:
-        with contextlib.suppress(ValueError, AttributeError):
-            target = json.loads(after).get("cgroup") or HOME
-    if target != HOME:
+    target = after.get("cgroup") if isinstance(after, dict) else None
+    if target:
         try:
             _join(target)
             HERE = target
             return after
         except OSError:
             pass  # that run tries again, and runs without a cgroup if it fails again
-    _join_or_exit(HOME)
+    try:
+        _join(HOME)
+    except OSError as exc:  # it would count as a member of the run: give up
+        print(f"dcron spawner: cannot go back to {HOME}: {exc}", file=sys.stderr)
+        os._exit(70)
     HERE = HOME
     return after
 
 
-def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> bytes | None:
+def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> Next | None:
     """Start one run and report it, once this process is out of the run's cgroup; returns the
     next request if it was read meanwhile (see :func:`_leave`)."""
     global HERE
@@ -364,17 +366,15 @@ def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> 
 
     try:
         if cgroup and HOME is not None:
-            # Join the run's cgroup, fork (the child is born in it, and a vfork is possible: no
-            # code runs in the child before its exec), leave.
+            # Join the run's cgroup (unless the last run's leaving did: HERE is either HOME or
+            # this run's cgroup), fork (the child is born in it, and a vfork is possible: no code
+            # runs in the child before its exec), leave.
             if cgroup != HERE:
                 try:
                     _join(cgroup)
                     HERE = cgroup
                 except OSError:
                     cgroup_failed = True
-                    if HERE != HOME:
-                        _join_or_exit(HOME)
-                        HERE = HOME
             try:
                 pid = spawn()
             finally:
@@ -382,9 +382,6 @@ def _start(sock: socket.socket, children: set[int], message: dict[str, Any]) -> 
                     after = _leave(sock)
         else:
             cgroup_failed = bool(cgroup)
-            if HERE != HOME and HOME is not None:
-                _join_or_exit(HOME)
-                HERE = HOME
             pid = spawn()
     except OSError as exc:
         os.close(read)
@@ -432,40 +429,40 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the daemon's to handle
     children: set[int] = set()
 
-    def reap_if_woken() -> None:
-        woken = False
+    def woken() -> bool:
+        """Whether a SIGCHLD came (its wake-up bytes are read)."""
+        found = False
         with contextlib.suppress(BlockingIOError):
             while os.read(wake_r, 4096):
-                woken = True
-        if woken:
-            _reap(sock, children)
+                found = True
+        return found
 
-    data: bytes | None = None
+    after: Next | None = None
     while True:
-        if data is None:
+        if after is None:
             try:
                 ready, _, _ = select.select([sock.fileno(), wake_r], [], [], 1.0)
             except InterruptedError:
                 continue
             if wake_r in ready or not ready:  # a SIGCHLD, or a second went by
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(wake_r, 4096):
-                        pass
+                woken()
                 _reap(sock, children)
             if sock.fileno() not in ready:
                 continue
-            data = sock.recv(MAX_MESSAGE)
-        else:
-            reap_if_woken()  # (a burst's requests come back to back: its ends are reported too)
-        if not data:
-            return  # the daemon is gone
-        message = json.loads(data)
-        data = None
+            after = sock.recv(MAX_MESSAGE)
+        elif woken():  # (a burst's requests come back to back: its ends are reported too)
+            _reap(sock, children)
+        if isinstance(after, bytes):
+            if not after:
+                return  # the daemon is gone
+            after = json.loads(after)
+        message, after = after, None
+        assert isinstance(message, dict)
         if "base_env" in message:
             BASE_ENV.clear()
             BASE_ENV.update(message["base_env"])
             continue
-        data = _start(sock, children, message)
+        after = _start(sock, children, message)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from libdcron.recorder import Recorder
 from libdcron.testing import wait_for
 from libdcron.worker import Worker
 
+from .test_proctree import gone
+
 
 class CountingStore(LocalObjectStore):
     def __init__(self, base_url: str) -> None:
@@ -241,11 +243,4 @@ def test_a_worker_error_right_after_the_start_ends_the_run_and_leaves_nothing_be
     assert folders <= set(worker.workdirs._free), "its working folder was given back"
     if pid_file.exists() and pid_file.read_text().strip():
         pid = int(pid_file.read_text())
-        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 5, message="the run killed")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+        wait_for(lambda: gone(pid), 5, message="the run killed")
