@@ -265,8 +265,10 @@ class Node:
             sweeper = Retention(self.store, self.resolve_objects, policy)
             self.retention = RetentionRunner(sweeper, interval=s.retention_interval)
             self.retention.start()
+            # Counted before the leader starts: once it is active (``dcron_is_leader`` 1), the
+            # election that made it is already counted.
+            self.metrics.leader_changes.labels(change="elected").inc()
             self.leader.start()  # last: once it is ready, so is the rest of the leadership
-        self.metrics.leader_changes.labels(change="elected").inc()
         log.info("node %s is now the leader", self.node_id)
 
     def _on_deposed(self) -> None:
