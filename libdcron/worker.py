@@ -541,14 +541,15 @@ class Worker:
             if handle.done:
                 return
             handle.done = True
+        # Counted first: once the record can be read from the store, its end is already counted.
+        self.metrics.run_ended(ex.job, final.status.value)
+        if final.status is Status.LOST:
+            self.metrics.lost_runs.inc()
         try:
             self.recorder.complete_later(final)  # written with the other ends queued meanwhile
         finally:
             with self._lock:
                 self._runs.pop(ex.id, None)
-        self.metrics.run_ended(ex.job, final.status.value)
-        if final.status is Status.LOST:
-            self.metrics.lost_runs.inc()
         log.info("finished %s: %s", ex.id, final.status.value, extra={"job": ex.job, "execution": ex.id})
         if self.notify is not None:
             # Tell the leader now, so the schedule goes on even while the store is unreachable.
