@@ -286,16 +286,19 @@ class Worker:
         }
 
     def _unstage(self, handle: RunHandle) -> None:
-        """Give back what :meth:`_stage` took, for a run that will not start."""
-        tree, handle.tree = handle.tree, None
+        """Give back what :meth:`_stage` took, for a run that will not start.  Once: a stop and a
+        start timer that fired just before it may both get here, and a folder given back twice
+        would be handed to two runs."""
+        with self._lock:
+            tree, handle.tree = handle.tree, None
+            output, handle.output = handle.output, None
+            workdir, handle.workdir = handle.workdir, None
         if tree is not None:
             tree.close()
-        output, handle.output = handle.output, None
         if output is not None:
             output.close()
             assert handle.log_path is not None
             handle.log_path.unlink(missing_ok=True)
-        workdir, handle.workdir = handle.workdir, None
         if workdir is not None:
             self.workdirs.give_back(workdir)
 

@@ -187,6 +187,42 @@ def test_stop_gives_up_runs_waiting_for_their_fire_time_at_once(
     assert list(worker.spool_dir.iterdir()) == [], "the log staged for it is removed"
 
 
+def test_a_stop_just_after_a_start_timer_fired_records_the_run_lost_once(
+    parts: tuple[Worker, SQLiteDocumentStore, CountingStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run's start timer has fired (its start is queued for a spawning thread) when the stop
+    # comes: the stop cannot cancel the timer any more, so both it and the start give the run up.
+    worker, store, objects = parts
+    url, sha = upload(objects, "scripts/r.sh", "echo never\n")
+    fired, release = threading.Event(), threading.Event()
+    start = worker._start
+
+    def held_start(handle: Any) -> None:
+        fired.set()
+        release.wait(10)
+        start(handle)
+
+    monkeypatch.setattr(worker, "_start", held_start)
+    given: list[str] = []
+    give_back = worker.workdirs.give_back
+    monkeypatch.setattr(worker.workdirs, "give_back", lambda path: (given.append(path), give_back(path)))
+    assert dispatch(worker, Job("r", "* * * * *", "sh", url, script_sha256=sha))["accepted"]
+    assert fired.wait(5), "the start timer fired"
+    stopping = threading.Thread(target=worker.stop, kwargs={"grace": 5})
+    stopping.start()
+    wait_done(store, "r", 1)  # recorded by the stop while the start still waits
+    release.set()
+    stopping.join(10)
+    assert not stopping.is_alive()
+    worker.recorder.flush()
+    docs = store.find(EXECUTIONS, {"job": "r"})
+    assert [(d["status"], d["reason"]) for d in docs] == [("lost", "node shut down before the start")]
+    assert worker.in_progress() == 0
+    assert worker.metrics.registry.get_sample_value("dcron_lost_runs_total") == 1, "its end is counted once"
+    assert len(given) == 1, "its folder is given back once"
+    assert list(worker.spool_dir.iterdir()) == [], "the log staged for it is removed"
+
+
 def test_a_staged_run_has_its_log_file_before_its_fire_time(
     parts: tuple[Worker, SQLiteDocumentStore, CountingStore],
 ) -> None:
