@@ -80,7 +80,7 @@ def helpers(script: Path, env: dict[str, str], n: int, k: int, cgroups: Path | N
     t0 = time.time()
     for i in range(n):
         cg = paths[i]
-        spawners[i % k].spawn(["sh", str(script)], {"J": f"j{i}"}, None, str(cg) if cg else None, reply)
+        spawners[i % k].spawn(["/bin/sh", str(script)], {"J": f"j{i}"}, None, str(cg) if cg else None, reply)
     for _ in range(n):
         done.acquire()
     cpu = 0.0
