@@ -132,7 +132,7 @@ def run(ctx: Ctx, name: str) -> None:
     """
     reply = ctx.client.run(name)
     text = (
-        f"{name} is running; this run starts when it ends"
+        f"{name} is running; this run, {reply.get('execution')}, starts when it ends"
         if reply.get("queued")
         else f"started {reply.get('execution')}"
     )

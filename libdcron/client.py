@@ -347,7 +347,10 @@ class Client:
 
     def run(self, name: str) -> dict[str, Any]:
         """Run ``name`` now: ``{"queued": False, "execution": ID, "fire_time": ...}``, or
-        ``{"queued": True, ...}`` when a run of it is in progress (this one starts when it ends)."""
+        ``{"queued": True, "execution": ID, ...}`` when a run of it is in progress: run ``ID``
+        starts when it ends (one run waits at most: asking again while it waits gives its ``ID``
+        again).  The leader holds a waiting run in memory: if the leader changes first, ``ID``
+        does not run."""
         return self.call("RUN", {"name": name})
 
     def status(self) -> dict[str, Any]:

@@ -460,7 +460,13 @@ class Leader:
         with self._cond:
             start = self.state.manual(job, fire)
             if start is None:
-                return {"queued": True, "fire_time": format_instant(fire)}
+                queued = self.state.queued_manual(job.name)
+                assert queued is not None
+                return {
+                    "queued": True,
+                    "fire_time": format_instant(queued),
+                    "execution": execution_id(job.name, queued, 1),
+                }
             self._submit([start])
             self._cond.notify_all()
         return {

@@ -150,9 +150,10 @@ class LeaderState:
         #: Names of the jobs with a run in progress (maybe a few stale ones): :meth:`placed` looks at
         #: these, once a second, not at every job.
         self._busy: set[str] = set()
-        #: Fire times never run because a newer one of the same job came due while they waited
-        #: behind a run still in progress (no overlap keeps only the newest waiting); the leader
-        #: moves the count into its metrics and resets it.
+        #: Fire times never run because a newer one of the same job, or a manual run, came while
+        #: they waited behind a run still in progress (no overlap keeps one run waiting), or
+        #: because they came due while a manual run waited; the leader moves the count into its
+        #: metrics and resets it.
         self.skipped = 0
 
     def clear(self) -> None:
@@ -238,15 +239,33 @@ class LeaderState:
         return self._heap[0][0] if self._heap else None
 
     def manual(self, job: Job, now: datetime) -> Start | None:
-        """Run ``job`` now; ``None`` when it waits behind the run in progress."""
+        """Run ``job`` now; ``None`` when it waits behind the run in progress (then
+        :meth:`queued_manual` is its fire time).  One manual run waits at most: a request while
+        one waits is that run.  It takes the place of a scheduled fire time waiting, if any."""
         js = self.jobs.get(job.name)
         if js is None:
             js = JobState(job, None)
             self.jobs[job.name] = js
         if js.run is not None:
+            if js.pending is not None and js.pending[1]:
+                return None  # the run already waiting is this one
+            if js.pending is not None:
+                self.skipped += 1
+                log.info(
+                    "%s: %s skipped, a manual run waits instead (no overlap)",
+                    job.name,
+                    format_instant(js.pending[0]),
+                    extra={"job": job.name},
+                )
             js.pending = (now, True)
             return None
         return self._start(js, now, 1, True)
+
+    def queued_manual(self, name: str) -> datetime | None:
+        """The fire time of the manual run of ``name`` waiting behind its run in progress."""
+        js = self.jobs.get(name)
+        pending = js.pending if js is not None else None
+        return pending[0] if pending is not None and pending[1] else None
 
     def accepted(self, name: str, run: Run, node: str, incarnation: str | None) -> list[Start]:
         """``node`` (process ``incarnation``) accepted ``run`` of job ``name``."""
@@ -404,6 +423,17 @@ class LeaderState:
             js.following if js.following is not None else self._fire_times.next_after(js.schedule, fire)
         )
         self._push(js, following)
+        if js.run is not None and js.pending is not None and js.pending[1]:
+            # A manual run waits: it runs instead (it was asked for, and its id given out).
+            self.skipped += 1
+            log.info(
+                "%s: run of %s still in progress and a manual run waits: %s skipped (no overlap)",
+                js.job.name,
+                format_instant(js.run.fire_time),
+                format_instant(fire),
+                extra={"job": js.job.name},
+            )
+            return None
         if js.run is not None:
             log.info(
                 "%s: run of %s still in progress, %s waits (no overlap)",
@@ -412,7 +442,7 @@ class LeaderState:
                 format_instant(fire),
                 extra={"job": js.job.name},
             )
-            if js.pending is not None and not js.pending[1]:
+            if js.pending is not None:
                 self.skipped += 1
                 log.info(
                     "%s: %s skipped, %s waits instead (no overlap)",

@@ -210,6 +210,23 @@ def test_run_now(client: Client, tmp_path: Path) -> None:
         client.run("nobody")
 
 
+def test_a_run_asked_for_while_one_goes_on_waits_and_is_named_in_the_reply(client: Client, tmp_path: Path) -> None:
+    path = tmp_path / "busy.sh"
+    path.write_text('sleep 1.5\necho "busy $DCRON_EXECUTION_ID"\n')
+    client.schedule("busy", YEARLY, "sh", path)
+    first = client.run("busy")
+    assert first["queued"] is False
+    wait_for(lambda: client.execution(first["execution"]), 5, message="the first run started")
+    second = client.run("busy")
+    assert second["queued"] is True and second["execution"] != first["execution"]
+    assert client.run("busy") == second, "asked again while it waits: the same run"
+    done = client.wait_execution(second["execution"], timeout=20)
+    assert done["status"] == "succeeded" and done["manual"] is True
+    assert client.logs(second["execution"]).decode() == f"busy {second['execution']}\n"
+    assert client.execution(first["execution"])["status"] == "succeeded"
+    assert [e["id"] for e in finished(client, "busy", 2)] == [second["execution"], first["execution"]]
+
+
 def _next_year() -> int:
     from libdcron.model import utcnow
 

@@ -254,11 +254,44 @@ def test_manual_runs_queue_behind_a_running_one() -> None:
     first = state.manual(j, t0)
     assert first is not None and first.manual and first.fire_time == t0
     accept(state, first, "a")
+    assert state.queued_manual("m") is None
     assert state.manual(j, t0 + timedelta(seconds=1)) is None
-    assert state.manual(j, t0 + timedelta(seconds=2)) is None  # one queued run, the newest
-    assert state.jobs["m"].pending == (t0 + timedelta(seconds=2), True)
+    assert state.queued_manual("m") == t0 + timedelta(seconds=1)
+    # One run waits: asking again while it waits is that run (its id was given out already).
+    assert state.manual(j, t0 + timedelta(seconds=2)) is None
+    assert state.queued_manual("m") == t0 + timedelta(seconds=1)
+    assert state.jobs["m"].pending == (t0 + timedelta(seconds=1), True)
     [queued] = state.reported(ended(first, "a", Status.SUCCEEDED))
-    assert (queued.fire_time, queued.manual, queued.attempt) == (t0 + timedelta(seconds=2), True, 1)
+    assert (queued.fire_time, queued.manual, queued.attempt) == (t0 + timedelta(seconds=1), True, 1)
+    assert state.queued_manual("m") is None
+
+
+def test_a_fire_time_due_while_a_manual_run_waits_is_skipped_for_it() -> None:
+    t0 = at("2026-01-01T12:00:00")
+    j = job("w", "* * * * * *")  # every second
+    state = scheduled(j, now=t0, lead=0.0)
+    [first] = state.advance(t0 + timedelta(seconds=1))
+    accept(state, first, "a")
+    assert state.manual(j, t0 + timedelta(seconds=1.5)) is None
+    assert state.advance(t0 + timedelta(seconds=3)) == []  # due at 2 and 3 while the run goes on
+    assert state.skipped == 2
+    assert state.queued_manual("w") == t0 + timedelta(seconds=1.5)
+    [after] = state.reported(ended(first, "a", Status.SUCCEEDED))
+    assert (after.fire_time, after.manual) == (t0 + timedelta(seconds=1.5), True)
+
+
+def test_a_manual_run_takes_the_place_of_a_fire_time_waiting() -> None:
+    t0 = at("2026-01-01T12:00:00")
+    j = job("p", "* * * * * *")
+    state = scheduled(j, now=t0, lead=0.0)
+    [first] = state.advance(t0 + timedelta(seconds=1))
+    accept(state, first, "a")
+    assert state.advance(t0 + timedelta(seconds=2)) == []
+    assert state.jobs["p"].pending == (t0 + timedelta(seconds=2), False)
+    assert state.manual(j, t0 + timedelta(seconds=2.5)) is None
+    assert state.skipped == 1 and state.queued_manual("p") == t0 + timedelta(seconds=2.5)
+    [after] = state.reported(ended(first, "a", Status.SUCCEEDED))
+    assert (after.fire_time, after.manual) == (t0 + timedelta(seconds=2.5), True)
 
 
 def test_a_manual_run_of_a_job_not_scheduled_is_followed_then_dropped() -> None:
