@@ -423,37 +423,32 @@ class LeaderState:
             js.following if js.following is not None else self._fire_times.next_after(js.schedule, fire)
         )
         self._push(js, following)
-        if js.run is not None and js.pending is not None and js.pending[1]:
-            # A manual run waits: it runs instead (it was asked for, and its id given out).
+        if js.run is None:
+            return self._start(js, fire, 1, False)
+        # A manual run waiting runs instead (it was asked for, and its id given out).
+        manual_waits = js.pending is not None and js.pending[1]
+        log.info(
+            "%s: run of %s still in progress, %s %s (no overlap)",
+            js.job.name,
+            format_instant(js.run.fire_time),
+            format_instant(fire),
+            "skipped: a manual run waits" if manual_waits else "waits",
+            extra={"job": js.job.name},
+        )
+        if manual_waits:
+            self.skipped += 1
+            return None
+        if js.pending is not None:
             self.skipped += 1
             log.info(
-                "%s: run of %s still in progress and a manual run waits: %s skipped (no overlap)",
+                "%s: %s skipped, %s waits instead (no overlap)",
                 js.job.name,
-                format_instant(js.run.fire_time),
+                format_instant(js.pending[0]),
                 format_instant(fire),
                 extra={"job": js.job.name},
             )
-            return None
-        if js.run is not None:
-            log.info(
-                "%s: run of %s still in progress, %s waits (no overlap)",
-                js.job.name,
-                format_instant(js.run.fire_time),
-                format_instant(fire),
-                extra={"job": js.job.name},
-            )
-            if js.pending is not None:
-                self.skipped += 1
-                log.info(
-                    "%s: %s skipped, %s waits instead (no overlap)",
-                    js.job.name,
-                    format_instant(js.pending[0]),
-                    format_instant(fire),
-                    extra={"job": js.job.name},
-                )
-            js.pending = (fire, False)
-            return None
-        return self._start(js, fire, 1, False)
+        js.pending = (fire, False)
+        return None
 
     def _push(self, js: JobState, fire: datetime) -> None:
         """Make ``fire`` the job's next fire time; it is sent ahead by its lead.

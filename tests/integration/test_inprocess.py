@@ -196,10 +196,15 @@ def test_logs_of_an_unknown_execution(client: Client) -> None:
         client.logs("ticker@2000-01-01T00:00:00Z#1")
 
 
+def yearly_sh(client: Client, tmp_path: Path, name: str, text: str) -> None:
+    """Register ``name``: the ``sh`` script ``text``, due once a year (it runs when asked to)."""
+    path = tmp_path / f"{name}.sh"
+    path.write_text(text)
+    client.schedule(name, YEARLY, "sh", path)
+
+
 def test_run_now(client: Client, tmp_path: Path) -> None:
-    path = tmp_path / "now.sh"
-    path.write_text('echo "now $DCRON_EXECUTION_ID"\n')
-    client.schedule("now", YEARLY, "sh", path)
+    yearly_sh(client, tmp_path, "now", 'echo "now $DCRON_EXECUTION_ID"\n')
     reply = client.run("now")
     assert reply["queued"] is False
     execution = reply["execution"]
@@ -211,9 +216,7 @@ def test_run_now(client: Client, tmp_path: Path) -> None:
 
 
 def test_a_run_asked_for_while_one_goes_on_waits_and_is_named_in_the_reply(client: Client, tmp_path: Path) -> None:
-    path = tmp_path / "busy.sh"
-    path.write_text('sleep 1.5\necho "busy $DCRON_EXECUTION_ID"\n')
-    client.schedule("busy", YEARLY, "sh", path)
+    yearly_sh(client, tmp_path, "busy", 'sleep 1.5\necho "busy $DCRON_EXECUTION_ID"\n')
     first = client.run("busy")
     assert first["queued"] is False
     wait_for(lambda: client.execution(first["execution"]), 5, message="the first run started")
